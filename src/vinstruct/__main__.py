@@ -1,0 +1,3 @@
+from vinstruct.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Command-line entry point.
+
+Each subcommand lives in its own module exposing `configure(parser)` and
+`run(args) -> int`. Modules are imported only when their command is used, so
+`vinstruct --help` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vinstruct import __version__
+from vinstruct.errors import VinstructError
+
+# name -> (module, one-line summary). Order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("vinstruct.commands.info", "show a checkpoint's configuration and parameter counts"),
+}
+
+
+def _top_level_help() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        f"vinstruct {__version__} — Visual Instruction Tuning (LLaVA) you can run",
+        "",
+        "usage: vinstruct <command> [options]      (vinstruct <command> --help for details)",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    module_name, summary = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"vinstruct {command}",
+        description=getattr(module, "DESCRIPTION", summary),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.configure(parser)
+    parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_top_level_help())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"vinstruct {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"vinstruct: unknown command {command!r}; choose from: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    args = build_parser(command).parse_args(rest)
+    try:
+        return int(args._run(args) or 0)
+    except VinstructError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
