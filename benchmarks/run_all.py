@@ -1,0 +1,62 @@
+"""Run every benchmark (benchmarks/bench_*.py) and collect their reports into docs/RESULTS.md.
+
+Each benchmark prints a markdown section and writes it to docs/results/<name>.md;
+this script runs them one after another (never in parallel: they time things)
+and concatenates the sections under a header naming the machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
+
+
+def main(argv: list[str]) -> int:
+    only = set(argv)
+    benches = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    failed = []
+    for bench in benches:
+        name = bench.stem.removeprefix("bench_")
+        if only and name not in only:
+            continue
+        print(f"== {bench.name}", flush=True)
+        if subprocess.call([sys.executable, str(bench)], cwd=ROOT) != 0:
+            failed.append(bench.name)
+    sections = sorted((ROOT / "docs" / "results").glob("*.md"))
+    header = [
+        "# Results",
+        "",
+        "Numbers measured by `make bench` (benchmarks/) and `make demo`. Speed figures are ratios against a",
+        "baseline measured in the same run on the same machine; absolute times name their machine.",
+        "",
+        f"Last collected: {datetime.date.today().isoformat()} on {machine()}.",
+        "",
+    ]
+    body = [s.read_text().rstrip() + "\n" for s in sections]
+    (ROOT / "docs" / "RESULTS.md").write_text("\n".join(header) + "\n" + "\n".join(body))
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
