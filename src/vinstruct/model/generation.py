@@ -73,11 +73,27 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
     return ids.to(device), mask.to(device)
 
 
-def _accepts_logits_to_keep(llm) -> bool:
+def default_eos_ids(tokenizer) -> list[int]:
+    """The ids that end a reply when the caller names none: the tokenizer's EOS, if any."""
+    if tokenizer is None or tokenizer.eos_token_id is None:
+        return []
+    return [tokenizer.eos_token_id]
+
+
+def seeded_generator(seed: int | None, device) -> torch.Generator | None:
+    """A private random stream for one row (None: the global one), so seeded rows reproduce in any batch."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def accepts_logits_to_keep(llm) -> bool:
     return "logits_to_keep" in inspect.signature(llm.forward).parameters
 
 
-class _RowState:
+class RowState:
     """Decoded text, stop-string detection and streaming hold-back for one row."""
 
     def __init__(self, tokenizer, params: SamplingParams, eos_ids: set[int]):
@@ -140,23 +156,16 @@ def generate(
         params = [params] * len(prompts)
     tokenizer = model.tokenizer
     if eos_token_ids is None:
-        eos_token_ids = [tokenizer.eos_token_id] if tokenizer is not None and tokenizer.eos_token_id is not None else []
+        eos_token_ids = default_eos_ids(tokenizer)
     eos = set(eos_token_ids)
     pad_id = next(iter(eos), 0)
     device = model.device
-    generators = []
-    for p in params:
-        if p.seed is None:
-            generators.append(None)
-        else:
-            g = torch.Generator(device=device)
-            g.manual_seed(p.seed)
-            generators.append(g)
+    generators = [seeded_generator(p.seed, device) for p in params]
 
     input_ids, attention_mask = left_pad(prompts, pad_id, device)
-    rows = [_RowState(tokenizer, p, eos) for p in params]
+    rows = [RowState(tokenizer, p, eos) for p in params]
     cache = DynamicCache()
-    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model.llm) else {}
+    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model.llm) else {}
     out = model(
         input_ids,
         attention_mask=attention_mask,
