@@ -154,6 +154,7 @@ class EngineStats:
     steps: int = 0
     prefills: int = 0
     finished: int = 0
+    cancelled: int = 0
     cached_prompt_tokens: int = 0
     computed_prompt_tokens: int = 0
     max_batch: int = 0
@@ -184,6 +185,7 @@ class Engine:
         self._logits_to_keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model.llm) else {}
         self._waiting: list[RequestHandle] = []
         self._rows: list[_Row] = []
+        self._prefilling = 0  # taken off the queue, not yet in the batch
         self._batch = KVBatch.empty(device=model.device)
         self._wakeup = threading.Condition()
         self._stopping = False
@@ -239,7 +241,7 @@ class Engine:
     def load(self) -> int:
         """Requests queued or running."""
         with self._wakeup:
-            return len(self._waiting) + len(self._rows)
+            return len(self._waiting) + self._prefilling + len(self._rows)
 
     def close(self) -> None:
         with self._wakeup:
@@ -269,17 +271,19 @@ class Engine:
                 if self._stopping:
                     break
                 admitted = self._take_waiting()
+                self._prefilling = len(admitted)
             try:
                 self._drop_cancelled()
                 if admitted:
                     self._admit(admitted)
+                    self._prefilling = 0
                 if self._rows:
                     self._decode_step()
             except Exception as err:  # a failing step must not take the server down with it
                 for handle in [r.handle for r in self._rows] + admitted:
                     if not handle.done:
                         handle._fail(err)
-                self._rows, self._batch = [], KVBatch.empty(device=self.model.device)
+                self._rows, self._batch, self._prefilling = [], KVBatch.empty(device=self.model.device), 0
         for handle in [r.handle for r in self._rows] + self._waiting:
             handle._fail(VinstructError("the engine was shut down"))
 
@@ -305,6 +309,7 @@ class Engine:
             return
         for row in self._rows:
             if row.handle.cancelled:
+                self.stats.cancelled += 1
                 row.handle._finish(self._generation(row, "cancelled"))
         self._rows = [self._rows[i] for i in keep]
         self._batch = self._batch.select(keep) if keep else KVBatch.empty(device=self.model.device)

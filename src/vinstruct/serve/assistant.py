@@ -1,0 +1,61 @@
+"""A loaded model with its engine and chat template: what chat, the API and the UI talk to."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vinstruct.data.encoding import EncodingSpec, encode_prompt
+from vinstruct.data.templates import get_template
+from vinstruct.model.generation import SamplingParams
+from vinstruct.serve.engine import Engine, RequestHandle
+
+
+class Assistant:
+    """Turns conversations into prompts, adds the template's stop strings, and submits to the engine."""
+
+    def __init__(self, model, engine: Engine, name: str = "vinstruct"):
+        self.model = model
+        self.engine = engine
+        self.name = name
+        self.spec = EncodingSpec.for_model(model)
+        eos = model.tokenizer.eos_token or ""
+        self.template_stops = [s for s in get_template(self.spec.template).stop_strings(eos) if s]
+
+    @classmethod
+    def load(cls, model_dir: str | Path, max_batch_size: int = 8, prefix_cache_tokens: int = 8192,
+             threads: int | None = None, name: str | None = None) -> "Assistant":
+        from vinstruct import load
+
+        if threads:
+            torch.set_num_threads(threads)
+        model = load(model_dir)
+        engine = Engine(model, max_batch_size=max_batch_size, prefix_cache_tokens=prefix_cache_tokens)
+        return cls(model, engine, name or Path(model_dir).resolve().name)
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.context_length
+
+    def prompt_ids(self, turns: Sequence[tuple[str, str]], system: str | None = None) -> list[int]:
+        return encode_prompt(self.spec, turns, system)
+
+    def with_template_stops(self, params: SamplingParams) -> SamplingParams:
+        stops = list(params.stop) + [s for s in self.template_stops if s not in params.stop]
+        return dataclasses.replace(params, stop=stops)
+
+    def submit(self, prompt_ids, images=None, params: SamplingParams | None = None, listener=None) -> RequestHandle:
+        params = self.with_template_stops(params or SamplingParams())
+        return self.engine.submit(prompt_ids, images, params, listener)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "Assistant":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
