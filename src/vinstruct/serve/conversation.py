@@ -34,6 +34,14 @@ class Conversation:
         self.images += list(images)
         self.image_names += list(names) or [f"image-{len(self.image_names) + i + 1}.png" for i in range(len(images))]
 
+    def undo_user(self) -> None:
+        """Take back the last user message and its images (it could not be sent)."""
+        if self.turns and self.turns[-1][0] == "human":
+            n_images = self.turns.pop()[1].count(IMAGE_MARKER)
+            if n_images:
+                del self.images[-n_images:]
+                del self.image_names[-n_images:]
+
     def add_reply(self, text: str) -> None:
         self.turns.append(("gpt", text))
 
