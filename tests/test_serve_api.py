@@ -291,3 +291,12 @@ def test_serve_help_lists_the_options(capsys):
     out = capsys.readouterr().out
     for option in ("--allow-dir", "--allow-remote-images", "--api-key-env", "--max-concurrent", "--max-body-mb"):
         assert option in out
+
+
+def test_long_prompts_shorten_the_default_reply_but_refuse_an_explicit_one_that_cannot_fit(client):
+    long_message = [{"role": "user", "content": "red circle " * 140}]
+    fitted = client.chat.completions.create(model="tiny", messages=long_message, temperature=0)
+    assert fitted.usage.prompt_tokens + fitted.usage.completion_tokens <= 512  # the tiny model's context
+    status, message = _status_and_message(
+        lambda: client.chat.completions.create(model="tiny", messages=long_message, max_tokens=400))
+    assert status == 400 and "context" in message

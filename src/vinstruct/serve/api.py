@@ -115,6 +115,9 @@ def _prepare(assistant: Assistant, chat: protocol.ChatRequest, settings: ServerS
         pixel_values = assistant.model.image_processor(images) if images else None
     except ImageInputError as err:
         raise ApiError(err.status, str(err), code=err.code) from None
+    room = assistant.context_length - len(prompt_ids)
+    if not chat.max_tokens_given and 0 < room < chat.params.max_new_tokens:
+        chat.params = dataclasses.replace(chat.params, max_new_tokens=room)
     needed = len(prompt_ids) + chat.params.max_new_tokens
     if needed > assistant.context_length:
         raise ApiError(400, f"the prompt has {len(prompt_ids)} tokens and max_tokens is "
@@ -221,29 +224,45 @@ def _sse(body) -> str:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
+async def _next_events(queue: asyncio.Queue) -> list:
+    """The next event, plus any that are already waiting: when the client reads slower than tokens
+    arrive, several tokens travel in one chunk instead of piling up."""
+    events = [await queue.get()]
+    while not queue.empty():
+        events.append(queue.get_nowait())
+    return events
+
+
 async def _stream(submission: _Submission, chat, model_name: str):
     """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
     cid, created = protocol.completion_id(), int(time.time())
+    chunk = lambda choices, usage=None: _sse(protocol.chunk_body(cid, model_name, created, choices, usage))  # noqa: E731
     try:
-        for i in range(chat.n):
-            yield _sse(protocol.chunk_body(cid, model_name, created,
-                                           [protocol.delta_choice(i, {"role": "assistant", "content": ""})]))
+        yield "".join(chunk([protocol.delta_choice(i, {"role": "assistant", "content": ""})]) for i in range(chat.n))
         remaining, prompt_tokens, completion_tokens = chat.n, 0, 0
         while remaining:
-            index, (kind, payload) = await submission.queue.get()
-            if kind == "text":
-                choice = protocol.delta_choice(index, {"content": payload})
-            elif kind == "done":
-                remaining -= 1
-                prompt_tokens, completion_tokens = payload.prompt_tokens, completion_tokens + len(payload.token_ids)
-                choice = protocol.delta_choice(index, {}, payload.finish_reason)
-            else:
-                yield _sse(ApiError(500, f"generation failed: {type(payload).__name__}: {payload}").body())
-                return
-            yield _sse(protocol.chunk_body(cid, model_name, created, [choice]))
+            text: dict[int, str] = {}
+            out = []
+            for index, (kind, payload) in await _next_events(submission.queue):
+                if kind == "text":
+                    text[index] = text.get(index, "") + payload
+                    continue
+                if index in text:  # the text before a choice's end goes out first
+                    out.append(chunk([protocol.delta_choice(index, {"content": text.pop(index)})]))
+                if kind == "done":
+                    remaining -= 1
+                    prompt_tokens = payload.prompt_tokens
+                    completion_tokens += len(payload.token_ids)
+                    out.append(chunk([protocol.delta_choice(index, {}, payload.finish_reason)]))
+                else:
+                    out.append(_sse(ApiError(500, f"generation failed: {type(payload).__name__}: {payload}").body()))
+                    yield "".join(out)
+                    return
+            out[:0] = [chunk([protocol.delta_choice(i, {"content": t})]) for i, t in text.items()]
+            yield "".join(out)
         if chat.include_usage:
             usage = protocol.usage(prompt_tokens, completion_tokens, submission.cached_tokens)
-            yield _sse(protocol.chunk_body(cid, model_name, created, [], usage))
+            yield chunk([], usage)
         yield "data: [DONE]\n\n"
     finally:
         submission.cancel()  # the client went away or the stream ended: free the batch slots

@@ -92,6 +92,8 @@ class RequestHandle:
 
     def __iter__(self):
         """Text deltas as they become final (only when no listener was given)."""
+        if self._listener is not None:
+            raise VinstructError("this request's events go to its listener; use result() or the listener")
         while True:
             kind, payload = self._events.get()
             if kind == "text":

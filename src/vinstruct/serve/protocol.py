@@ -51,6 +51,7 @@ class ChatRequest:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
+    max_tokens_given: bool = True  # False: the default applies, shortened to what the context leaves
 
 
 def _number(body: dict, name: str, low: float, high: float, default, integer: bool = False):
@@ -173,6 +174,7 @@ def parse_chat_request(body, limits: Limits) -> ChatRequest:
         model=body["model"], system=system, turns=turns, image_urls=images, params=params,
         n=_number(body, "n", 1, limits.max_n, 1, integer=True), stream=stream,
         include_usage=bool(options.get("include_usage", False)),
+        max_tokens_given=body.get("max_completion_tokens", body.get("max_tokens")) is not None,
     )
 
 
