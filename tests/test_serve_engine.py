@@ -163,16 +163,24 @@ def test_bad_requests_are_refused_at_submit(tiny_model, color_images):
             engine.submit(ids, None, SamplingParams(max_new_tokens=2))
 
 
-def test_a_failing_step_fails_its_requests_only(tiny_model, color_images):
+def test_a_failing_step_fails_its_requests_and_the_engine_recovers(tiny_model, color_images):
     model = tiny_model.eval()
     ids, pixels = _prompts(model, color_images)[0]
+    original, failures = model.encode_images, [RuntimeError("vision tower exploded")]
+    model.encode_images = lambda px: (_ for _ in ()).throw(failures.pop()) if failures else original(px)
     with Engine(model, eos_token_ids=[]) as engine:
-        broken = torch.full_like(pixels, float("nan"))[:, :1]  # wrong channel count: the vision tower raises
-        failing = engine.submit(ids, broken, SamplingParams(max_new_tokens=3))
-        with pytest.raises(Exception):
+        failing = engine.submit(ids, pixels, SamplingParams(max_new_tokens=3))
+        with pytest.raises(RuntimeError, match="exploded"):
             failing.result(timeout=60)
         fine = engine.submit(ids, pixels, SamplingParams(max_new_tokens=3)).result(timeout=60)
     assert len(fine.token_ids) == 3
+
+
+def test_pixel_values_of_the_wrong_shape_are_refused_at_submit(tiny_model, color_images):
+    model = tiny_model.eval()
+    ids, pixels = _prompts(model, color_images)[0]
+    with Engine(model) as engine, pytest.raises(VinstructError, match="pixel values must be"):
+        engine.submit(ids, pixels[:, :1], SamplingParams(max_new_tokens=3))
 
 
 def test_many_threads_submitting_at_once(tiny_model, color_images):

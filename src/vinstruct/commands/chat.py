@@ -27,12 +27,12 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from vinstruct.serve.chat import ChatSession, run_chat
+    from vinstruct.serve.chat import TerminalChat, run_chat
 
     params = sampling_from_args(args)
     with assistant_from_args(args) as assistant:
-        session = ChatSession(assistant, params, system=args.system)
+        chat = TerminalChat(assistant, params, system=args.system)
         for path in args.image:
-            session.add_image(path)
-        run_chat(session)
+            chat.add_image(path)
+        run_chat(chat)
     return 0

@@ -29,7 +29,7 @@ HELP = """commands:
   /quit         leave (Ctrl-D works too)"""
 
 
-class ChatSession:
+class TerminalChat:
     """The chat's state and commands, independent of where lines come from."""
 
     def __init__(self, assistant: Assistant, params: SamplingParams, system: str | None = None,
@@ -95,26 +95,26 @@ class ChatSession:
         return reply
 
 
-def run_chat(session: ChatSession, read: Callable[[str], str] = input) -> None:
+def run_chat(chat: TerminalChat, read: Callable[[str], str] = input) -> None:
     """Read lines until /quit or end of input."""
-    session.write(f"vinstruct chat: model {session.assistant.name!r}, context {session.assistant.context_length} "
+    chat.write(f"vinstruct chat: model {chat.assistant.name!r}, context {chat.assistant.context_length} "
                   "tokens. Type /help for commands.\n")
     while True:
         try:
             line = read(PROMPT)
         except EOFError:
-            session.write("\n")
+            chat.write("\n")
             return
         except KeyboardInterrupt:
-            session.write("\n")
+            chat.write("\n")
             continue
         if not line.strip():
             continue
         try:
             if line.lstrip().startswith("/"):
-                if not session.command(line):
+                if not chat.command(line):
                     return
             else:
-                session.ask(line)
+                chat.ask(line)
         except VinstructError as err:
-            session.write(f"error: {err}\n")
+            chat.write(f"error: {err}\n")

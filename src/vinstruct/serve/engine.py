@@ -18,10 +18,7 @@ amount of masked padding differs.
 
 from __future__ import annotations
 
-import itertools
-import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +38,7 @@ from vinstruct.model.generation import (
 from vinstruct.model.llava import positions_from_mask
 from vinstruct.serve.kvbatch import KVBatch
 from vinstruct.serve.prefix import PrefixStore, image_fingerprint, image_starts
+from vinstruct.serve.request import Event, RequestHandle
 
 
 class ContextLengthError(VinstructError):
@@ -50,93 +48,6 @@ class ContextLengthError(VinstructError):
 def context_length(model) -> int:
     limits = [model.config.model_max_length, getattr(model.llm.config, "max_position_embeddings", None)]
     return min(x for x in limits if x)
-
-
-# Events a handle receives: ("text", str) as text becomes final, then ("done", Generation) or ("error", exc).
-Event = tuple[str, object]
-
-
-class RequestHandle:
-    """A submitted request: iterate it for text deltas, `result()` for the whole Generation, `cancel()`."""
-
-    _ids = itertools.count()
-
-    def __init__(self, prompt_ids, pixel_values, images, params, listener: Callable[[Event], None] | None):
-        self.id = next(self._ids)
-        self.prompt_ids = list(prompt_ids)
-        self.pixel_values = pixel_values
-        self.image_keys = images
-        self.params = params
-        self.submitted_at = time.perf_counter()
-        self.first_token_at: float | None = None
-        self.cached_tokens = 0  # prompt tokens served from the prefix store
-        self._listener = listener
-        self._events: queue.Queue[Event] = queue.Queue()
-        self._cancelled = threading.Event()
-        self._finished = threading.Event()
-        self._result: Generation | None = None
-        self._error: BaseException | None = None
-
-    # ---- consumer side ---------------------------------------------------------------------
-    def cancel(self) -> None:
-        """Stop generating for this request (e.g. its client went away); waiting callers get 'cancelled'."""
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    @property
-    def done(self) -> bool:
-        return self._finished.is_set()
-
-    def __iter__(self):
-        """Text deltas as they become final (only when no listener was given)."""
-        if self._listener is not None:
-            raise VinstructError("this request's events go to its listener; use result() or the listener")
-        while True:
-            kind, payload = self._events.get()
-            if kind == "text":
-                yield payload
-            elif kind == "error":
-                raise payload
-            else:
-                return
-
-    def result(self, timeout: float | None = None) -> Generation:
-        if not self._finished.wait(timeout):
-            raise TimeoutError(f"request {self.id} not finished after {timeout} s")
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    # ---- engine side --------------------------------------------------------------------------
-    def _emit(self, event: Event) -> None:
-        if self._listener is None:
-            self._events.put(event)
-            return
-        try:
-            self._listener(event)
-        except RuntimeError:
-            pass  # the listener's event loop is gone: nobody is waiting any more
-
-    def _text(self, delta: str) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        if delta:
-            self._emit(("text", delta))
-
-    def _finish(self, generation: Generation) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        self._result = generation
-        self._finished.set()
-        self._emit(("done", generation))
-
-    def _fail(self, error: BaseException) -> None:
-        self._error = error
-        self._finished.set()
-        self._emit(("error", error))
 
 
 @dataclass
@@ -208,6 +119,10 @@ class Engine:
         params = params or SamplingParams()
         pixel_values = self._pixel_values(images)
         n_images = 0 if pixel_values is None else pixel_values.shape[0]
+        expected_shape = (3, *self.model.image_processor.input_size)
+        if pixel_values is not None and tuple(pixel_values.shape[1:]) != expected_shape:
+            raise VinstructError(f"pixel values must be [images, {', '.join(map(str, expected_shape))}], "
+                                 f"got {list(pixel_values.shape)}")
         n_slots = sum(1 for t in prompt_ids if t == self.model.image_token_id)
         if n_slots != n_images * self.model.num_image_tokens:
             raise VinstructError(

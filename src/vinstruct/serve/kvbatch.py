@@ -6,7 +6,9 @@ middle), and a 0/1 mask records which slots hold real tokens. Attention never
 looks at a masked slot and position ids count only real tokens, so a sequence's
 outputs do not depend on who it shares the batch with. Padding is added only
 when sequences join (`concat`) and trimmed when they leave (`select`); decode
-steps just append one column.
+steps just append one column, into spare room reserved in advance (transformers'
+DynamicLayer reallocates and copies the whole cache on every step, which costs
+more than the attention itself once several sequences share the batch).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 # Per layer (keys, values), each [batch, kv_heads, time, head_dim].
 LayerKV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -33,6 +35,46 @@ def _pad_left(tensor: torch.Tensor, amount: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
+class SlackLayer(DynamicLayer):
+    """A cache layer that appends into preallocated spare room, growing it in steps when full.
+
+    `keys`/`values` are views of the first `length` slots of larger buffers, so decode steps write one
+    column in place instead of copying everything that came before.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, spare: int = 64):
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self.spare = spare
+        self._length = keys.shape[2]
+        self._key_buffer = self._allocate(keys, self._length + spare)
+        self._value_buffer = self._allocate(values, self._length + spare)
+        self._publish()
+
+    @staticmethod
+    def _allocate(tensor: torch.Tensor, capacity: int) -> torch.Tensor:
+        batch, heads, length, dim = tensor.shape
+        buffer = tensor.new_empty((batch, heads, capacity, dim))
+        buffer[:, :, :length] = tensor
+        return buffer
+
+    def _publish(self) -> None:
+        self.keys = self._key_buffer[:, :, : self._length]
+        self.values = self._value_buffer[:, :, : self._length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        new = key_states.shape[2]
+        if self._length + new > self._key_buffer.shape[2]:
+            capacity = self._length + new + max(self.spare, self._length // 4)
+            self._key_buffer = self._allocate(self.keys, capacity)
+            self._value_buffer = self._allocate(self.values, capacity)
+        self._key_buffer[:, :, self._length:self._length + new] = key_states
+        self._value_buffer[:, :, self._length:self._length + new] = value_states
+        self._length += new
+        self._publish()
+        return self.keys, self.values
+
+
 class KVBatch:
     """A DynamicCache over several sequences plus the mask of real slots ([batch, time], long)."""
 
@@ -46,9 +88,10 @@ class KVBatch:
 
     @classmethod
     def from_layers(cls, layers: LayerKV, mask: torch.Tensor) -> "KVBatch":
-        if not layers or mask.shape[1] == 0:
-            return cls(DynamicCache(), mask)
-        return cls(DynamicCache(ddp_cache_data=layers), mask)
+        cache = DynamicCache()
+        if layers and mask.shape[1] > 0:
+            cache.layers = [SlackLayer(k, v) for k, v in layers]
+        return cls(cache, mask)
 
     @property
     def size(self) -> int:
