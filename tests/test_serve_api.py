@@ -300,3 +300,17 @@ def test_long_prompts_shorten_the_default_reply_but_refuse_an_explicit_one_that_
     status, message = _status_and_message(
         lambda: client.chat.completions.create(model="tiny", messages=long_message, max_tokens=400))
     assert status == 400 and "context" in message
+
+
+def test_streaming_several_choices_keeps_them_apart(client, color_images):
+    ask = dict(model="tiny", messages=_image_question(image_data_url(color_images / "blue.png")), temperature=0.9,
+               max_tokens=6, n=2, seed=3)
+    whole = client.chat.completions.create(**ask)
+    texts, finished = {0: "", 1: ""}, set()
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert finished == {0, 1}
+    assert [texts[0], texts[1]] == [c.message.content for c in whole.choices]

@@ -117,3 +117,14 @@ def test_typed_image_markers_stay_text(tiny_model):
     conversation.add_user("what is <image>?")
     ids, _ = conversation.prompt(_spec(tiny_model), 1, 10_000)
     assert tiny_model.image_token_id not in ids
+
+
+@pytest.mark.parametrize("command", ["chat", "ui"])
+def test_help_names_the_options(command, capsys):
+    from vinstruct.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    for option in ("--model", "--temperature", "--max-batch-size", "--prefix-cache-tokens"):
+        assert option in out

@@ -3,7 +3,6 @@
 import threading
 
 import pytest
-import torch
 
 from vinstruct.data.encoding import EncodingSpec, encode_prompt
 from vinstruct.errors import VinstructError
