@@ -17,6 +17,7 @@ from vinstruct.errors import VinstructError
 # name -> (module, one-line summary). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("vinstruct.commands.info", "show a checkpoint's configuration and parameter counts"),
+    "convert": ("vinstruct.commands.convert", "convert checkpoints: official LLaVA / llava-hf in, llava-hf out, LoRA merge"),
 }
 
 

@@ -88,10 +88,14 @@ def load_any(path: str | os.PathLike, *, source: str | None = None, dtype="auto"
     dtype = parse_dtype(dtype)
     if fmt != "vinstruct":
         return load_foreign(path, fmt, dtype=dtype, lora=lora, **kwargs)
-    unused = sorted(k for k, v in kwargs.items() if v not in (None, False))
+    unused = sorted(k for k in ("vision", "base") if kwargs.get(k) is not None)
     if unused:
-        raise VinstructError(f"{path}: options {unused} only apply to official or llava-hf sources")
+        raise VinstructError(f"{path}: --{unused[0]} applies to official LLaVA sources only")
     model = load_model(path, dtype=_stored_dtype(path) if dtype == "auto" else dtype)
+    if kwargs.get("template"):
+        from vinstruct.data.templates import get_template
+
+        model.config.template = get_template(kwargs["template"]).name
     if lora is not None:
         from vinstruct.model.convert_lora import merge_lora
 

@@ -102,9 +102,6 @@ def hf_config_dict(model: LlavaModel, rows: int) -> dict:
     c = model.config
     text = model.llm.config.to_dict()
     text["vocab_size"] = rows
-    rope = text.get("rope_parameters") or {}
-    if rope.get("rope_type") == "default" and "rope_theta" in rope:
-        text["rope_theta"] = rope["rope_theta"]  # the key transformers 4.x (and its readers) look for
     with_cls = has_cls_token(model.vision_tower.config)
     hf = transformers.LlavaConfig(
         vision_config=model.vision_tower.config.to_dict(),
@@ -118,6 +115,9 @@ def hf_config_dict(model: LlavaModel, rows: int) -> dict:
         tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
     )
     data = hf.to_dict()
+    rope = data["text_config"].get("rope_parameters") or {}
+    if rope.get("rope_type") == "default" and "rope_theta" in rope:
+        data["text_config"]["rope_theta"] = rope["rope_theta"]  # the key transformers 4.x readers look for
     data["architectures"] = ["LlavaForConditionalGeneration"]
     dtype = str(model.dtype).removeprefix("torch.")
     data["dtype"] = data["torch_dtype"] = dtype

@@ -11,6 +11,7 @@ placements are recognised from the keys in the weights file:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from torch import nn
@@ -62,16 +63,21 @@ def read_adapter(directory: str | Path, strict: bool = False):
 
 
 def _check_adapter_keys(peft_model, weights: WeightSet, directory: Path) -> None:
+    """Every LoRA weight present with the right shape; other keys must be whole base weights
+    (peft saves resized embeddings that way)."""
     from peft import get_peft_model_state_dict
 
-    expected = get_peft_model_state_dict(peft_model)
+    # save_embedding_layers=False: "auto" would look the base model up on the hub
+    expected = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
+    full_weights = peft_model.state_dict()
     for key, tensor in weights.tensors.items():
-        if key not in expected:
+        known = expected.get(key, full_weights.get(key))
+        if known is None:
             raise VinstructError(f"{weights.origin[key]}: unexpected adapter key {key!r} (no such module in the model)")
-        if tuple(tensor.shape) != tuple(expected[key].shape):
+        if tuple(tensor.shape) != tuple(known.shape):
             raise VinstructError(
                 f"{weights.origin[key]}: shape mismatch for {key!r}: file has {tuple(tensor.shape)}, "
-                f"the model expects {tuple(expected[key].shape)}"
+                f"the model expects {tuple(known.shape)}"
             )
     missing = sorted(set(expected) - set(weights.tensors))
     if missing:
@@ -79,7 +85,10 @@ def _check_adapter_keys(peft_model, weights: WeightSet, directory: Path) -> None
 
 
 def merge_lora(model, directory: str | Path, strict: bool = False):
-    """Apply the LoRA adapter in `directory` to `model` and fold it into the weights (in place)."""
+    """Apply the LoRA adapter in `directory` to `model` and fold it into the weights (in place).
+
+    On a bad adapter the model is left as it was and a one-line error names the file and key.
+    """
     from peft import get_peft_model, set_peft_model_state_dict
 
     directory = Path(directory)
@@ -88,10 +97,16 @@ def merge_lora(model, directory: str | Path, strict: bool = False):
     whole = any(key.startswith(_WHOLE_MODEL_PREFIXES) for key in weights.tensors)
     target = _Parts(model) if whole else model.llm
     try:
-        peft_model = get_peft_model(target, config)
+        with warnings.catch_warnings():  # peft calls a transformers API that 5.x marks deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = get_peft_model(target, config)
     except ValueError as err:  # e.g. target_modules that match nothing
-        raise VinstructError(f"{directory / 'adapter_config.json'}: does not fit this model ({err})") from None
-    _check_adapter_keys(peft_model, weights, directory)
+        raise VinstructError(f"{directory / ADAPTER_CONFIG}: does not fit this model ({err})") from None
+    try:
+        _check_adapter_keys(peft_model, weights, directory)
+    except VinstructError:
+        peft_model.unload()  # take the (still empty) LoRA layers out again
+        raise
     dtype = next(target.parameters()).dtype
     set_peft_model_state_dict(peft_model, {k: t.to(dtype) for k, t in weights.tensors.items()})
     merged = peft_model.merge_and_unload()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from vinstruct.errors import VinstructError
 from vinstruct.model.io import read_safetensors
@@ -97,7 +98,7 @@ def find_weight_files(directory: Path, strict: bool = False) -> list[Path]:
 def read_weight_files(files: list[Path], strict: bool = False) -> WeightSet:
     """All tensors of safetensors and/or pickle files, remembering which file held each key."""
     weights = WeightSet()
-    for f in files:
+    for f in tqdm(files, desc="reading weights", unit="file", disable=len(files) < 2):
         if f.suffix == ".safetensors":
             tensors, origin, _ = read_safetensors([f])
             weights.update(WeightSet(tensors, origin))
