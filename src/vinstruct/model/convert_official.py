@@ -121,18 +121,24 @@ def local_dir(name_or_path: str | os.PathLike, what: str) -> Path:
 
 
 def resolve_vision(name: str, checkpoint: Path, override: str | os.PathLike | None) -> str:
-    """Where the vision tower comes from: --vision, a path as given (relative to the working
-    directory, as the official code resolves it), a path relative to the checkpoint, else a hub name."""
+    """The vision tower's directory: --vision, else mm_vision_tower as a path (relative to the working
+    directory, as the official code resolves it, then to the checkpoint), else a hub name already in
+    the local hub cache. Conversion never downloads."""
     if override is not None:
         if not Path(override).is_dir():
             raise VinstructError(f"--vision {override}: not a directory")
         return str(override)
-    if Path(name).is_dir():
-        return name
-    beside = checkpoint / name
-    if beside.is_dir():
-        return str(beside)
-    return name
+    for candidate in (Path(name), checkpoint / name):
+        if candidate.is_dir():
+            return str(candidate)
+    try:
+        return str(local_dir(name, "vision tower"))
+    except VinstructError:
+        raise VinstructError(
+            f"{checkpoint / 'config.json'}: mm_vision_tower {name!r} is neither a directory (from the working "
+            "directory or the checkpoint) nor in the local hub cache; pass --vision DIR "
+            "(or download it first, e.g. `hf download NAME`)"
+        ) from None
 
 
 def _base_dir_needed(path: Path, base, why: str) -> Path:
