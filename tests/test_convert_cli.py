@@ -63,6 +63,7 @@ def test_errors_are_one_line_and_exit_1(tiny_parts, tiny_checkpoint, tmp_path, c
         (["--pad-vocab-to", "64", str(tiny_checkpoint), str(tmp_path / "x")], "llava-hf exports only"),
         (["--vision", str(vision_dir), str(tiny_checkpoint), str(tmp_path / "x")], "official LLaVA sources only"),
         (["--lora", str(tmp_path), str(tiny_checkpoint), str(tmp_path / "x")], "adapter_config.json: not found"),
+        (["--template", "nope", str(tiny_checkpoint), str(tmp_path / "x")], "unknown chat template 'nope'"),
     ]
     for args, message in cases:
         assert main(["convert", *args]) == 1

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers import LlavaConfig as HFLlavaConfig
 
@@ -106,6 +107,8 @@ def test_round_trip_vinstruct_llava_hf_vinstruct_is_bit_exact(exported, tiny_mod
     for field in ("projector_type", "vision_feature_layer", "vision_feature_select", "image_token_id", "template",
                   "image_aspect", "tokenization", "model_max_length"):
         assert getattr(restored.config, field) == getattr(tiny_model.config, field), field
+    assert restored.config.vision_config == tiny_model.config.vision_config
+    assert restored.config.text_config == tiny_model.config.text_config
     assert restored.tokenizer.get_vocab() == tiny_model.tokenizer.get_vocab()
 
 
@@ -119,15 +122,20 @@ def _hf_model_with_tokenizer(tiny_model, vocab_rows):
     return LlavaForConditionalGeneration(config).eval()
 
 
-def test_import_of_transformers_save_pretrained_layout_keeps_padded_rows(tiny_model, tmp_path, color_images):
+@pytest.mark.parametrize("layout", ["transformers-5", "hub"])
+def test_import_of_either_key_layout_keeps_padded_rows(tiny_model, tmp_path, color_images, layout):
     rows = 64 * -(-len(tiny_model.tokenizer) // 64) + 64  # padded well beyond the tokenizer
     hf = _hf_model_with_tokenizer(tiny_model, rows)
-    hf.save_pretrained(str(tmp_path / "hf"))
-    tiny_model.tokenizer.save_pretrained(str(tmp_path / "hf"))
-    tiny_model.image_processor.save_pretrained(tmp_path / "hf")
-    with safe_open(str(tmp_path / "hf" / "model.safetensors"), framework="pt") as handle:
-        assert any(k.startswith("vision_tower.encoder.") for k in handle.keys())  # the 5.x spelling
-    model = vinstruct.load(tmp_path / "hf")
+    directory = tmp_path / "hf"
+    hf.save_pretrained(str(directory))  # transformers 5.x writes vision_tower.* without vision_model.
+    tiny_model.tokenizer.save_pretrained(str(directory))
+    tiny_model.image_processor.save_pretrained(directory)
+    weights = load_file(str(directory / "model.safetensors"))
+    assert any(k.startswith("vision_tower.encoder.") for k in weights)
+    if layout == "hub":  # as llava-1.5-7b-hf and older transformers store it
+        weights = {k.replace("vision_tower.", "vision_tower.vision_model.", 1): v for k, v in weights.items()}
+        save_file(weights, str(directory / "model.safetensors"))
+    model = vinstruct.load(directory)
     assert model.llm.get_input_embeddings().num_embeddings == rows
     assert model.config.tokenization == "joined"
     _assert_same_logits(model, hf, color_images)  # every column, padded ones included
@@ -171,8 +179,6 @@ def test_chunked_tokenization_is_exported_with_a_note(tiny_parts, tmp_path):
 
 
 def test_import_names_the_file_and_key_of_bad_weights(exported, tmp_path):
-    from safetensors.torch import load_file, save_file
-
     broken = tmp_path / "broken"
     shutil.copytree(exported, broken)
     tensors = load_file(str(broken / "model.safetensors"))
@@ -190,8 +196,6 @@ def test_import_names_the_file_and_key_of_bad_weights(exported, tmp_path):
 
 
 def test_strict_mode_refuses_a_pickle_where_safetensors_is_expected(exported, tmp_path):
-    from safetensors.torch import load_file
-
     pickled = tmp_path / "pickled"
     shutil.copytree(exported, pickled)
     state = load_file(str(pickled / "model.safetensors"))

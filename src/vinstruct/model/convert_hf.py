@@ -23,9 +23,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.initialization import no_init_weights
 
 from vinstruct.data.images import ImageProcessor
+from vinstruct.data.templates import get_template
 from vinstruct.errors import VinstructError
 from vinstruct.model.config import IMAGE_TOKEN, LlavaConfig
 from vinstruct.model.convert_weights import assign_weights, find_weight_files, match_vision_key, read_weight_files
+from vinstruct.model.io import sub_config_dict
 from vinstruct.model.llava import LlavaModel
 from vinstruct.model.vision import has_cls_token, vision_tower_from_config
 
@@ -65,7 +67,9 @@ def _check_hf_supported(raw: dict, where: Path) -> None:
     if act != "gelu":
         raise VinstructError(f"{where}: projector_hidden_act={act!r} is not supported (expected 'gelu')")
     if not isinstance(raw.get("vision_feature_layer", -2), int):
-        raise VinstructError(f"{where}: vision_feature_layer must be one layer index, got {raw['vision_feature_layer']!r}")
+        raise VinstructError(
+            f"{where}: vision_feature_layer must be one layer index, got {raw['vision_feature_layer']!r}"
+        )
     if raw.get("image_token_index", raw.get("image_token_id")) is None:
         raise VinstructError(f"{where}: 'image_token_index' is missing")
 
@@ -118,7 +122,8 @@ def _hf_tokenizer(path: Path, image_token_id: int):
     found = tokenizer.get_vocab().get(IMAGE_TOKEN)
     if found != image_token_id:
         raise VinstructError(
-            f"{path}: the tokenizer's {IMAGE_TOKEN} id is {found}, but config.json has image_token_index={image_token_id}"
+            f"{path}: the tokenizer's {IMAGE_TOKEN} id is {found}, "
+            f"but config.json has image_token_index={image_token_id}"
         )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
@@ -151,13 +156,13 @@ def load_llava_hf(path: str | os.PathLike, *, template: str | None = None, stric
     tokenizer = _hf_tokenizer(path, image_token_id)
     image_processor = _hf_image_processor(path)
     config = LlavaConfig(
-        vision_config=vision_tower.config.to_dict(),
-        text_config=llm.config.to_dict(),
+        vision_config=sub_config_dict(vision_tower.config),
+        text_config=sub_config_dict(llm.config),
         projector_type="mlp2x_gelu",
         vision_feature_layer=int(raw.get("vision_feature_layer", -2)),
         vision_feature_select=_feature_select(raw, vision_tower.config, where),
         image_token_id=image_token_id,
-        template=template or meta.get("template", "vicuna_v1"),
+        template=get_template(template or meta.get("template", "vicuna_v1")).name,
         image_aspect=image_processor.aspect,
         tokenization="joined",
         model_max_length=int(meta.get("model_max_length") or min(int(tokenizer.model_max_length), 1 << 16)),

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.initialization import no_init_weights
 
 from vinstruct.data.images import ImageProcessor
+from vinstruct.data.templates import get_template
 from vinstruct.errors import VinstructError
 from vinstruct.model.config import IMAGE_TOKEN, LlavaConfig
 from vinstruct.model.convert_lora import is_adapter_dir, merge_lora
@@ -36,7 +37,7 @@ from vinstruct.model.convert_weights import (
     read_weight_file,
     read_weight_files,
 )
-from vinstruct.model.io import IM_END, IM_START, prepare_tokenizer
+from vinstruct.model.io import IM_END, IM_START, prepare_tokenizer, sub_config_dict
 from vinstruct.model.llava import LlavaModel
 from vinstruct.model.projector import build_projector
 from vinstruct.model.vision import FEATURE_SELECTS, load_vision_tower
@@ -226,7 +227,7 @@ def official_tokenizer(directory: Path, cfg: dict):
 
 def _template_for(cfg: dict, override: str | None) -> str:
     if override:
-        return override
+        return get_template(override).name
     hint = cfg.get("conv_mode") or cfg.get("version")
     return TEMPLATE_OF_CONV_MODE.get(hint, "vicuna_v1")
 
@@ -237,8 +238,8 @@ def _assemble(cfg: dict, vision_source: str, template: str | None) -> LlavaModel
     with no_init_weights():
         llm = AutoModelForCausalLM.from_config(text_config)
     config = LlavaConfig(
-        vision_config=vision_tower.config.to_dict(),
-        text_config=llm.config.to_dict(),
+        vision_config=sub_config_dict(vision_tower.config),
+        text_config=sub_config_dict(llm.config),
         projector_type=cfg.get("mm_projector_type", "linear"),
         vision_feature_layer=int(cfg.get("mm_vision_select_layer", -2)),
         vision_feature_select=cfg.get("mm_vision_select_feature", "patch"),
@@ -263,7 +264,8 @@ def load_official(path: str | os.PathLike, *, vision=None, base=None, template: 
     cfg = read_official_config(path)
     vision_source = resolve_vision(cfg["mm_vision_tower"], path, vision)
     weights, tokenizer_dir, has_lora = _gather_weights(path, base, strict)
-    if not any(k.startswith("model.mm_projector.") for k in weights.tensors) and cfg.get("mm_projector_type") != "identity":
+    has_projector = any(k.startswith("model.mm_projector.") for k in weights.tensors)
+    if not has_projector and cfg.get("mm_projector_type") != "identity":
         raise VinstructError(f"{path}: no projector weights (model.mm_projector.*) in the checkpoint")
     model = _assemble(cfg, vision_source, template)
     mapped = map_official_keys(weights, model)
@@ -305,4 +307,4 @@ def _fit_vocabulary(model: LlavaModel, tokenizer) -> None:
     needed = 1 + max(i for token, i in tokenizer.get_vocab().items() if token != IMAGE_TOKEN)
     if needed > model.llm.get_input_embeddings().num_embeddings:
         model.llm.resize_token_embeddings(needed, mean_resizing=False)
-    model.config.text_config = model.llm.config.to_dict()
+    model.config.text_config = sub_config_dict(model.llm.config)
