@@ -66,7 +66,7 @@ def hf_state_dict(model: LlavaModel, rows: int) -> dict[str, torch.Tensor]:
     body = f"llm.{model.llm.base_model_prefix}."
     tied = bool(getattr(model.llm.config, "tie_word_embeddings", False))
     embed_key = body + "embed_tokens.weight"
-    out = {}
+    out, storages = {}, set()
     for key, tensor in model.state_dict().items():
         if key.startswith("vision_tower."):
             name = _vision_key(key)
@@ -84,7 +84,11 @@ def hf_state_dict(model: LlavaModel, rows: int) -> dict[str, torch.Tensor]:
         tensor = tensor.detach().cpu()
         if key in (embed_key, "llm.lm_head.weight") and tensor.shape[0] < rows:
             tensor = torch.cat([tensor, tensor.new_zeros(rows - tensor.shape[0], tensor.shape[1])])
-        out[name] = tensor.contiguous().clone()
+        tensor = tensor.contiguous()
+        if tensor.untyped_storage().data_ptr() in storages:  # safetensors refuses shared memory
+            tensor = tensor.clone()
+        storages.add(tensor.untyped_storage().data_ptr())
+        out[name] = tensor
     return out
 
 

@@ -144,7 +144,8 @@ def assign_weights(
         raise VinstructError(
             f"{where}: missing weights for {source_name(missing[0])!r} ({len(missing)} missing in all)"
         )
-    result = model.load_state_dict({k: t for k, (_, t) in mapped.items()}, strict=False)
+    # assign: the freshly read tensors become the parameters (no second copy of every weight)
+    result = model.load_state_dict({k: t for k, (_, t) in mapped.items()}, strict=False, assign=True)
     if result.unexpected_keys:  # already excluded above; kept as a guard against silent drops
         raise VinstructError(f"{where}: unexpected key {result.unexpected_keys[0]!r}")
 
