@@ -1,6 +1,6 @@
 """Checkpoint interop: conversion speed against transformers' own save/load, and exactness.
 
-A ~40M-parameter LLaVA (random CLIP tower + Llama LM, fp32) is exported to llava-hf and imported
+A ~28M-parameter LLaVA (random CLIP tower + Llama LM, fp32) is exported to llava-hf and imported
 back; the baseline is transformers' LlavaForConditionalGeneration doing the same on the same
 weights (save_pretrained / from_pretrained). Also reported: the largest logit difference
 between our model and transformers' on the exported directory, and whether the
@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-REPEATS = 3
+REPEATS = 7
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from run_all import machine  # noqa: E402  (the same machine line as docs/RESULTS.md)
 
 
 def _median_seconds(action) -> float:
@@ -66,6 +68,7 @@ def main() -> int:
         "",
         f"Model: random CLIP tower + Llama LM, {params / 1e6:.1f}M parameters, fp32; median of {REPEATS} runs, "
         "2 threads. Command: `.venv/bin/python benchmarks/bench_interop.py`.",
+        f"Machine: {machine()} (shared with other work; ratios come from the same run).",
         "",
         "| operation | vinstruct | transformers (baseline) | ratio (baseline / ours) |",
         "|---|---|---|---|",
