@@ -202,3 +202,14 @@ def test_a_pickle_holding_more_than_tensors_is_refused(official, tmp_path):
     torch.save({"weights": state, "hook": os.system}, directory / "pytorch_model.bin")
     with pytest.raises(VinstructError, match=r"pytorch_model\.bin: not a plain tensor state dict"):
         vinstruct.load(directory)
+
+
+def test_llava_v15_configs_saying_model_type_llava_are_official(official, tmp_path):
+    """LLaVA-1.5 hub configs say model_type "llava" like llava-hf ones; their mm_* keys decide."""
+    renamed = tmp_path / "llava-v1.5"
+    shutil.copytree(official, renamed)
+    config = json.loads((renamed / "config.json").read_text())
+    config["model_type"] = "llava"
+    (renamed / "config.json").write_text(json.dumps(config))
+    assert detect_format(renamed) == "official"
+    assert vinstruct.load(renamed).config.tokenization == "chunks"
