@@ -1,0 +1,148 @@
+"""The offline scripted teacher: reads only symbolic text, answers definitely and correctly, over real HTTP."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+from openai import OpenAI
+
+from vinstruct.data.symbolic import render_symbolic
+from vinstruct.generate.parse import parse_complex, parse_conversation
+from vinstruct.generate.prompts import PromptSet, answer_input
+from vinstruct.generate.scripted import TeacherResponder, classify_task, create_app
+from vinstruct.generate.scripted.answer import answer_question
+from vinstruct.generate.scripted.scene import scene_from_symbolic, split_category
+from vinstruct.generate.server import running_server
+
+SHAPES = ["circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "heart"]
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "pink", "white"]
+
+
+def random_scene(rng: random.Random) -> tuple[str, list[tuple[str, str, list[float]]]]:
+    """Symbolic text of a random shapes scene, and its objects (color, shape, box)."""
+    objects = []
+    for _ in range(rng.randint(1, 5)):
+        x, y, s = rng.uniform(0, 0.75), rng.uniform(0, 0.75), rng.uniform(0.1, 0.25)
+        objects.append((rng.choice(COLORS), rng.choice(SHAPES), [round(x, 3), round(y, 3), round(x + s, 3), round(y + s, 3)]))
+    text = render_symbolic(["Some shapes on a gray background."], [(f"{c} {s}", box) for c, s, box in objects])
+    return text, objects
+
+
+def first(pattern: str, text: str) -> str | None:
+    match = re.search(pattern, text.lower())
+    return match.group(0) if match else None
+
+
+def test_categories_split_into_color_and_noun():
+    assert split_category("red circle") == ("red", "circle")
+    assert split_category("light blue star") == ("light blue", "star")
+    assert split_category("Grey Square") == ("gray", "square")
+    assert split_category("traffic light") == (None, "traffic light")
+    assert split_category("dog") == (None, "dog")
+
+
+def test_free_questions_get_definite_correct_answers_on_random_scenes():
+    rng = random.Random(0)
+    checked = {"count": 0, "color": 0, "shape": 0, "side": 0, "exists": 0}
+    for _ in range(200):
+        text, objects = random_scene(rng)
+        scene = scene_from_symbolic(text)
+        ask = lambda q: answer_question(scene, q, rng)  # noqa: E731
+        assert first(r"\d+", ask("How many shapes are there?")) == str(len(objects))
+        checked["count"] += 1
+        shape = rng.choice(SHAPES)
+        same_shape = [o for o in objects if o[1] == shape]
+        if len(same_shape) == 1:
+            assert first("|".join(COLORS), ask(f"What color is the {shape}?")) == same_shape[0][0]
+            checked["color"] += 1
+            box = same_shape[0][2]
+            side = "left" if (box[0] + box[2]) / 2 < 0.5 else "right"
+            assert first("left|right", ask(f"Is the {shape} on the left or the right?")) == side
+            checked["side"] += 1
+        color = rng.choice(COLORS)
+        same_color = [o for o in objects if o[0] == color]
+        if len(same_color) == 1:
+            assert first("|".join(SHAPES), ask(f"What shape is the {color} object?")) == same_color[0][1]
+            checked["shape"] += 1
+        present = any(o[0] == color and o[1] == shape for o in objects)
+        reply = ask(f"Is there a {color} {shape} in the image?")
+        assert reply.startswith("Yes" if present else "No"), (text, reply)
+        checked["exists"] += 1
+    assert min(checked.values()) >= 20, checked
+
+
+def test_conversations_cover_the_question_kinds_and_include_absent_objects():
+    rng = random.Random(1)
+    questions = []
+    for _ in range(60):
+        text, objects = random_scene(rng)
+        reply = TeacherResponder()(PromptSet().messages("conversation", text), rng)
+        pairs = parse_conversation(reply)
+        assert 1 <= len(pairs) <= 7
+        assert len({q for q, _ in pairs}) == len(pairs)  # never the same question twice
+        questions += pairs
+    kinds = {"count": r"^how many", "color": r"^what (?:is the )?colou?r", "shape": r"^what (?:is the )?shape",
+             "side": r"left or|right or|which side", "level": r"top or|bottom or", "exists": r"^(?:is there|do you see|can you spot|are there)"}
+    for kind, pattern in kinds.items():
+        assert sum(bool(re.search(pattern, q.lower())) for q, _ in questions) >= 5, kind
+    assert sum(a.startswith("No") for _, a in questions) >= 5  # questions about absent objects
+
+
+def test_detail_and_complex_replies_follow_the_prompt_formats():
+    rng = random.Random(2)
+    for _ in range(30):
+        text, objects = random_scene(rng)
+        detail = TeacherResponder()(PromptSet().messages("detail", text), rng)
+        assert len(detail.split()) >= 20 and "[" not in detail
+        question, answer = parse_complex(TeacherResponder()(PromptSet().messages("complex", text), rng))
+        assert question.endswith("?") and len(answer.split()) >= 12
+
+
+def test_the_task_comes_from_the_system_message_and_unknown_tasks_are_declined():
+    prompts = PromptSet()
+    for task in ("conversation", "detail", "complex", "answer"):
+        assert classify_task(prompts.types[task].system) == task
+    assert TeacherResponder()([{"role": "system", "content": "Rate the two answers."},
+                               {"role": "user", "content": "x"}], random.Random(0)) is None
+
+
+def test_the_teacher_reads_only_the_last_user_message():
+    prompts = PromptSet()
+    text, _ = random_scene(random.Random(3))
+    with_examples = prompts.messages("detail", text)
+    bare = [with_examples[0], with_examples[-1]]
+    assert TeacherResponder()(with_examples, random.Random(5)) == TeacherResponder()(bare, random.Random(5))
+
+
+def test_server_speaks_the_openai_protocol_to_the_real_sdk():
+    text, objects = random_scene(random.Random(4))
+    with running_server(create_app()) as url:
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["vinstruct-scripted"]
+        messages = PromptSet().messages("answer", answer_input(text, "How many shapes are there?"))
+        reply = client.chat.completions.create(model="any", messages=messages, seed=7)
+        assert reply.choices[0].finish_reason == "stop"
+        assert first(r"\d+", reply.choices[0].message.content) == str(len(objects))
+        assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+        again = client.chat.completions.create(model="any", messages=messages, seed=7)
+        assert again.choices[0].message.content == reply.choices[0].message.content  # seeded: same request, same reply
+        short = client.chat.completions.create(model="any", messages=PromptSet().messages("detail", text), max_tokens=5)
+        assert short.choices[0].finish_reason == "length"
+        with pytest.raises(Exception, match="no responder recognised"):
+            client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hello"}])
+
+
+def test_responders_are_tried_in_order_so_a_judge_can_go_before_the_teacher():
+    def judge(messages, rng):
+        return "Score: 8 7" if "judge" in messages[0]["content"] else None
+
+    with running_server(create_app([judge, TeacherResponder()])) as url:
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        judged = client.chat.completions.create(model="m", messages=[{"role": "system", "content": "You judge."},
+                                                                     {"role": "user", "content": "two answers"}])
+        assert judged.choices[0].message.content == "Score: 8 7"
+        text, _ = random_scene(random.Random(5))
+        taught = client.chat.completions.create(model="m", messages=PromptSet().messages("conversation", text))
+        assert taught.choices[0].message.content.startswith("User:")
