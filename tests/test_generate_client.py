@@ -146,3 +146,32 @@ def test_fault_specs_and_config_are_checked():
         FaultPlan(rates={"429": 0.7, "500": 0.6})
     with pytest.raises(VinstructError, match="concurrency"):
         TeacherConfig(base_url="http://127.0.0.1/v1", model="m", concurrency=0)
+
+
+def test_rate_limiter_spaces_requests_and_a_pause_holds_everyone(monkeypatch):
+    from vinstruct.generate.ratelimit import RateLimiter
+
+    now = [0.0]
+
+    async def fake_sleep(seconds):
+        now[0] += seconds  # time passes only when someone waits
+
+    monkeypatch.setattr("vinstruct.generate.ratelimit.asyncio.sleep", fake_sleep)
+    limiter = RateLimiter(rpm=60, tpm=6000, clock=lambda: now[0])  # 1 request/s (burst 6), 100 tokens/s (burst 600)
+
+    async def main():
+        starts = []
+        for _ in range(10):
+            await limiter.acquire(tokens=50)
+            starts.append(now[0])
+        limiter.pause(30)
+        await limiter.acquire(tokens=50)
+        starts.append(now[0])
+        return starts
+
+    starts = asyncio.run(main())
+    assert starts[:6] == [0.0] * 6  # the burst
+    assert starts[6:10] == pytest.approx([1.0, 2.0, 3.0, 4.0])  # then one per second
+    assert starts[10] == pytest.approx(34.0)  # nobody starts during a pause
+    limiter.correct_tokens(estimated=50, actual=650)  # a request used far more than reserved: later ones wait
+    assert limiter.tokens.wait_time(50) == pytest.approx(1.0)  # 550 left - 600 extra = -50: 100 tokens to go

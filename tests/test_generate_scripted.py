@@ -146,3 +146,44 @@ def test_responders_are_tried_in_order_so_a_judge_can_go_before_the_teacher():
         text, _ = random_scene(random.Random(5))
         taught = client.chat.completions.create(model="m", messages=PromptSet().messages("conversation", text))
         assert taught.choices[0].message.content.startswith("User:")
+
+
+def test_vinstruct_teacher_command_serves_until_stopped(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "vinstruct", "teacher", "--port", str(port), "--seed", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=5)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.models.list()
+                break
+            except Exception:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+                time.sleep(0.1)
+        text, objects = random_scene(random.Random(6))
+        reply = client.chat.completions.create(model="x", messages=PromptSet().messages("conversation", text))
+        assert parse_conversation(reply.choices[0].message.content)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert f"http://127.0.0.1:{port}/v1" in proc.stdout.read()
+
+
+def test_commands_explain_themselves(capsys):
+    from vinstruct.cli import main
+
+    for command in ("teacher", "generate"):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert "--teacher-url" in shown and "--latency-ms" in shown and "--shard" in shown and "--merge" in shown

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from vinstruct.generate.client import Completion, TeacherClient, TeacherConfig, TeacherFailure
+from vinstruct.generate.client import Completion, TeacherClient, TeacherConfig, TeacherFailure, run_async
 from vinstruct.generate.prompts import PromptSet, answer_input
 
 
@@ -49,4 +49,4 @@ def answer_questions_sync(config: TeacherConfig, items: Sequence[tuple[str, str]
     async def run():
         async with TeacherClient(config) as client:
             return await answer_questions(client, items, prompts, seed, progress)
-    return asyncio.run(run())
+    return run_async(run())

@@ -21,7 +21,7 @@ from vinstruct.data.coco import CocoImage, CocoSet
 from vinstruct.data.formats import append_jsonl, write_json, write_jsonl
 from vinstruct.data.symbolic import symbolic_for_image
 from vinstruct.errors import VinstructError
-from vinstruct.generate.client import TeacherClient, TeacherConfig, TeacherFailure
+from vinstruct.generate.client import TeacherClient, TeacherConfig, TeacherFailure, run_async
 from vinstruct.generate.filters import FilterConfig, check_sample
 from vinstruct.generate.journal import Journal, request_key
 from vinstruct.generate.mix import mix_samples, stats_path
@@ -281,7 +281,7 @@ def generate(opts: GenerateOptions) -> RunStats:
                     partial.add(sample)
 
             if pending:
-                failures, stats.client = asyncio.run(fetch(pending, teacher, journal, on_row, opts.progress))
+                failures, stats.client = run_async(fetch(pending, teacher, journal, on_row, opts.progress))
         samples = _assemble(plan, opts, journal, failures, stats)
         if opts.mix:
             samples, stats.mixed = mix_samples(samples, opts.mix, opts.seed)

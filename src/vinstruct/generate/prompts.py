@@ -90,7 +90,7 @@ def answer_input(symbolic: str, question: str) -> str:
 class PromptSet:
     """Prompts for the task types a run needs, read once."""
 
-    def __init__(self, root: str | Path | None = None, types=PROMPT_TYPES):
+    def __init__(self, root: str | Path | None = None, types=PROMPT_TYPES + ("caption",)):
         self.root = Path(root) if root else default_prompts_dir()
         if not self.root.is_dir():
             raise VinstructError(f"{self.root}: prompts directory not found")

@@ -171,19 +171,25 @@ def _caption_pairs(scene: Scene, rng: random.Random) -> list[QA]:
     """Only what the captions state: the scene in words, mentioned objects, stated counts and colours."""
     pairs = [ask_overview(scene, rng)[1:]]
     mentions = caption_mentions(scene.captions)
-    for m in mentions:
-        if m.color:
-            name = f"{m.color} {m.noun}"
-            pairs.append((f"Is there {with_article(name)} in the image?", f"Yes, there is {with_article(name)} in the image."))
-        if m.count and m.count > 1:
-            what = f"{m.color} {m.noun}" if m.color else m.noun
-            pairs.append((f"How many {plural(what)} are there?", f"There are {counted(m.count, what)}."))
+    most: dict[tuple, int] = {}  # (color, noun) -> the largest count any caption states (1 if unsaid)
     colors_by_noun: dict[str, set] = {}
     for m in mentions:
+        most[(m.color, m.noun)] = max(most.get((m.color, m.noun), 1), m.count or 1)
         colors_by_noun.setdefault(m.noun, set()).add(m.color)
+    for (color, noun), count in most.items():
+        what = f"{color} {noun}" if color else noun
+        if color and count == 1:
+            pairs.append((f"Is there {with_article(what)} in the image?", f"Yes, there is {with_article(what)} in the image."))
+        elif count > 1:
+            pairs.append((f"Are there any {plural(what)} in the image?", f"Yes, there are {counted(count, what)}."))
+            pairs.append((f"How many {plural(what)} are there?", f"There are {counted(count, what)}."))
     for noun, colors in colors_by_noun.items():
         if len(colors) == 1 and None not in colors:
-            pairs.append((f"What color is the {noun}?", f"The {noun} is {next(iter(colors))}."))
+            color = next(iter(colors))
+            if most[(color, noun)] > 1:
+                pairs.append((f"What color are the {plural(noun)}?", f"The {plural(noun)} are {color}."))
+            else:
+                pairs.append((f"What color is the {noun}?", f"The {noun} is {color}."))
     for caption in scene.captions:
         match = re.search(r"\b(\d+|two|three|four|five|six|seven|eight|nine|ten) (shapes|objects)\b", caption.lower())
         if match:
