@@ -58,6 +58,6 @@ def color_images(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_coco(tmp_path_factory):
     """A tiny COCO-format shapes set (8 images, '<color> <shape>' categories), as the world writes it."""
-    from generate_helpers import write_tiny_coco
+    from coco_shapes import write_tiny_coco
 
     return write_tiny_coco(tmp_path_factory.mktemp("coco"), images=8, seed=0)

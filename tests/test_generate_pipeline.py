@@ -7,7 +7,7 @@ import re
 from collections import Counter
 
 import pytest
-from generate_helpers import check_answer, ground_truth
+from coco_shapes import check_answer, ground_truth
 
 from vinstruct.cli import main
 from vinstruct.data.dataset import LlavaDataset

@@ -254,6 +254,32 @@ class _PartialOutput:
             self.path.unlink(missing_ok=True)
 
 
+def _fetch_missing(plan: Plan, opts: GenerateOptions, journal: Journal, stats: RunStats) -> dict[str, str]:
+    """Ask for every task the journal lacks, keeping <out>.partial.jsonl current; returns failures by key."""
+    pending = [t for t in plan.tasks if t.key not in journal]
+    for task in plan.tasks:
+        if task.key in journal:
+            stats.types[task.type].cached += 1
+    cached = [build_sample(plan, opts, t, journal.get(t.key)["text"], None)[0] for t in plan.tasks if t.key in journal]
+    partial = _PartialOutput(companion(opts.out, "partial.jsonl"), [s for s in cached if s])
+
+    def on_row(task, row):
+        stats.types[task.type].fetched += 1
+        sample, _ = build_sample(plan, opts, task, row["text"], None)
+        if sample:
+            partial.add(sample)
+
+    failures: dict[str, str] = {}
+    finished = False
+    try:
+        if pending:
+            failures, stats.client = run_async(fetch(pending, opts.teacher, journal, on_row, opts.progress))
+        finished = True
+    finally:
+        partial.close(remove=finished)  # kept after a crash or Ctrl-C, for inspection
+    return failures
+
+
 def generate(opts: GenerateOptions) -> RunStats:
     """Run the whole pipeline; returns the statistics (also written beside the output)."""
     started = time.monotonic()
@@ -262,37 +288,16 @@ def generate(opts: GenerateOptions) -> RunStats:
     stats = RunStats({t: TypeStats() for t in opts.types}, teacher.price_in if teacher else 0.0,
                      teacher.price_out if teacher else 0.0, images=len(plan.images))
     journal = Journal(opts.cache or companion(opts.out, "cache.jsonl")) if plan.tasks else None
-    failures: dict[str, str] = {}
-    done = False
-    partial = None
     try:
-        if journal is not None:
-            pending = [t for t in plan.tasks if t.key not in journal]
-            for t_type in stats.types:
-                stats.types[t_type].cached = sum(1 for t in plan.tasks if t.type == t_type and t.key in journal)
-                stats.types[t_type].fetched = sum(1 for t in pending if t.type == t_type)
-            cached = [build_sample(plan, opts, t, journal.get(t.key)["text"], None)[0]
-                      for t in plan.tasks if t.key in journal]
-            partial = _PartialOutput(companion(opts.out, "partial.jsonl"), [s for s in cached if s])
-
-            def on_row(task, row):
-                sample, _ = build_sample(plan, opts, task, row["text"], None)
-                if sample:
-                    partial.add(sample)
-
-            if pending:
-                failures, stats.client = run_async(fetch(pending, teacher, journal, on_row, opts.progress))
+        failures = _fetch_missing(plan, opts, journal, stats) if journal is not None else {}
         samples = _assemble(plan, opts, journal, failures, stats)
-        if opts.mix:
-            samples, stats.mixed = mix_samples(samples, opts.mix, opts.seed)
-        stats.samples = len(samples)
-        stats.seconds = time.monotonic() - started
-        write_json(opts.out, samples)
-        write_json(stats_path(opts.out), stats.as_dict())
-        done = True
     finally:
-        if partial is not None:
-            partial.close(remove=done)
         if journal is not None:
             journal.close()
+    if opts.mix:
+        samples, stats.mixed = mix_samples(samples, opts.mix, opts.seed)
+    stats.samples = len(samples)
+    stats.seconds = time.monotonic() - started
+    write_json(opts.out, samples)
+    write_json(stats_path(opts.out), stats.as_dict())
     return stats

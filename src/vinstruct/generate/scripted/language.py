@@ -1,4 +1,4 @@
-"""Small English helpers for the scripted teacher: articles, plurals, lists, numbers."""
+"""Small English utilities for the scripted teacher: articles, plurals, lists, numbers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers for the generate tests: a tiny COCO-format shapes set and a checker of answers against it."""
+"""Shared by the generate tests: a tiny COCO-format shapes set and a checker of answers against its annotations."""
 
 from __future__ import annotations
 
