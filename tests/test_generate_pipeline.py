@@ -193,3 +193,16 @@ def test_broken_coco_sets_are_reported_with_the_file_at_fault(tiny_coco, tmp_pat
     (broken / "annotations" / "instances_train.json").write_text("{not json")
     assert run_cli("--coco-dir", broken, "--types", "caption", "--out", tmp_path / "x.json") == 1
     assert "instances_train.json: invalid JSON at line 1" in capsys.readouterr().err
+
+
+def test_packing_joins_each_images_samples_into_one_conversation(tiny_coco, tmp_path):
+    with running_server(create_app()) as url:
+        generate(options(tiny_coco, tmp_path / "flat.json", url, types=("conversation", "complex", "caption")))
+        generate(options(tiny_coco, tmp_path / "packed.json", url, types=("conversation", "complex", "caption"), pack=True))
+    flat, packed = load(tmp_path / "flat.json"), load(tmp_path / "packed.json")
+    assert Counter(s["id"].split("-")[1] for s in packed) == {"packed": 8, "caption": 8}
+    for sample in (s for s in packed if "-packed-" in s["id"]):
+        parts = [s for s in flat if s["image"] == sample["image"] and "-caption-" not in s["id"]]
+        assert len(sample["conversations"]) == sum(len(p["conversations"]) for p in parts)
+        assert sum(t["value"].count("<image>") for t in sample["conversations"]) == 1
+        assert "<image>" in sample["conversations"][0]["value"]

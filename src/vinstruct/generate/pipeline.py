@@ -27,7 +27,7 @@ from vinstruct.generate.journal import Journal, request_key
 from vinstruct.generate.mix import mix_samples, stats_path
 from vinstruct.generate.parse import ParseError, parse_reply
 from vinstruct.generate.prompts import ALL_TYPES, TEACHER_TYPES, PromptSet, prompt_hash
-from vinstruct.generate.samples import caption_samples, stable_seed, teacher_sample
+from vinstruct.generate.samples import caption_samples, pack_by_image, stable_seed, teacher_sample
 from vinstruct.generate.stats import RunStats, TypeStats
 
 
@@ -48,6 +48,7 @@ class GenerateOptions:
     image_root: Path | None = None  # image paths in the output are relative to this (default: the output's folder)
     cache: Path | None = None  # default: <out stem>.cache.jsonl beside the output
     mix: dict[str, float] | None = None
+    pack: bool = False  # one multi-turn sample per image (teacher types; captions stay separate)
     filters: FilterConfig = field(default_factory=FilterConfig)
     skip_uncaptioned: bool = False
     progress: bool = True
@@ -296,6 +297,8 @@ def generate(opts: GenerateOptions) -> RunStats:
             journal.close()
     if opts.mix:
         samples, stats.mixed = mix_samples(samples, opts.mix, opts.seed)
+    if opts.pack:
+        samples = pack_by_image(samples)
     stats.samples = len(samples)
     stats.seconds = time.monotonic() - started
     write_json(opts.out, samples)

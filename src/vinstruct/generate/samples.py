@@ -58,3 +58,27 @@ def teacher_sample(image: CocoImage, image_ref: str, task: str, index: int, pair
     if task == "detail":
         pairs = [(rng.choice(detail_questions), pairs[0][1])]
     return {"id": sample_id(image, task, index), "image": image_ref, "conversations": to_conversations(pairs, rng)}
+
+
+def pack_by_image(samples: list[dict], keep_separate: tuple[str, ...] = ("caption",)) -> list[dict]:
+    """One multi-turn sample per image from all its samples (many more supervised tokens per sequence).
+
+    Samples of the `keep_separate` types stay as they are. `<image>` stays in the first turn only.
+    Ids become '<image id>-packed-0'.
+    """
+    packed: dict[str, dict] = {}
+    out: list[dict] = []
+    for sample in samples:
+        image_id, task, _ = str(sample["id"]).rsplit("-", 2)
+        if task in keep_separate or "image" not in sample:
+            out.append(sample)
+            continue
+        turns = [dict(t) for t in sample["conversations"]]
+        if image_id in packed:
+            first = turns[0]["value"].replace(IMAGE_MARKER, "").strip()
+            turns[0]["value"] = first
+            packed[image_id]["conversations"] += turns
+        else:
+            packed[image_id] = {"id": f"{image_id}-packed-0", "image": sample["image"], "conversations": turns}
+            out.append(packed[image_id])
+    return out

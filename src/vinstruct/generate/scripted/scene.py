@@ -127,8 +127,14 @@ class Scene:
 
     @property
     def collective(self) -> str:
-        """What to call the things in the image: 'shape' in a shapes scene, else 'object'."""
-        nouns = {o.noun for o in self.objects} or {m.noun for m in caption_mentions(self.captions)}
+        """What to call the things in the image: 'shape' in a shapes scene, else 'object'.
+
+        Categories that all carry a colour ("red circle") mean a shapes scene, whatever the shapes are
+        called; COCO's categories ("dog", "traffic light") never do.
+        """
+        if self.objects:
+            return "shape" if all(o.color for o in self.objects) else "object"
+        nouns = {m.noun for m in caption_mentions(self.captions)}
         return "shape" if nouns and nouns <= SHAPE_WORDS else "object"
 
     def matching(self, color: str | None = None, noun: str | None = None, side: str | None = None,
