@@ -175,3 +175,9 @@ def test_rate_limiter_spaces_requests_and_a_pause_holds_everyone(monkeypatch):
     assert starts[10] == pytest.approx(34.0)  # nobody starts during a pause
     limiter.correct_tokens(estimated=50, actual=650)  # a request used far more than reserved: later ones wait
     assert limiter.tokens.wait_time(50) == pytest.approx(1.0)  # 550 left - 600 extra = -50: 100 tokens to go
+
+
+def test_an_endpoint_that_rejects_every_request_stops_the_run():
+    with running_server(create_app(responders=[lambda m, r: None])) as url:
+        results, client, _ = run_client(url, 8, concurrency=1)
+    assert any(isinstance(r, FatalTeacherError) and "were all rejected" in str(r) for r in results)

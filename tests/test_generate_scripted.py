@@ -187,3 +187,30 @@ def test_commands_explain_themselves(capsys):
         assert done.value.code == 0
     shown = capsys.readouterr().out
     assert "--teacher-url" in shown and "--latency-ms" in shown and "--shard" in shown and "--merge" in shown
+
+
+def test_replies_do_not_depend_on_the_process_hash_seed():
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import json, random
+from vinstruct.generate.prompts import PromptSet
+from vinstruct.generate.scripted.app import request_rng
+from vinstruct.generate.scripted import TeacherResponder
+from vinstruct.data.symbolic import render_symbolic
+rng = random.Random(0)
+shapes, colors = ["circle", "star", "heart", "cross"], ["red", "blue", "gray", "pink"]
+out = []
+for i in range(30):
+    boxes = [(f"{rng.choice(colors)} {rng.choice(shapes)}", [round(rng.random() * 0.7, 3)] * 2 + [0.9, 0.9]) for _ in range(rng.randint(1, 4))]
+    text = render_symbolic(["Shapes on a gray background."], boxes)
+    for task in ("conversation", "detail", "complex"):
+        body = {"messages": PromptSet().messages(task, text), "seed": i}
+        out.append(TeacherResponder()(body["messages"], request_rng(0, body)))
+print(json.dumps(out))
+"""
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert runs[0] == runs[1] and len(runs[0]) > 1000

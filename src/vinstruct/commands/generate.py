@@ -148,6 +148,16 @@ def _show_prompt(options) -> int:
             print(f"--- {message['role']}\n{message['content']}")
     if not plan.tasks:
         print("no teacher requests for these types")
+        return 0
+    from vinstruct.generate.usage import messages_tokens
+
+    prompt_tokens = sum(messages_tokens(t.messages) for t in plan.tasks)
+    teacher = options.teacher
+    line = f"=== {len(plan.tasks)} requests, about {prompt_tokens:,} prompt tokens (estimated)"
+    if teacher.price_in or teacher.price_out:
+        worst = prompt_tokens * teacher.price_in / 1e6 + len(plan.tasks) * (teacher.max_tokens or 0) * teacher.price_out / 1e6
+        line += f", at most ${worst:,.2f} with {teacher.max_tokens} completion tokens each"
+    print(line)
     return 0
 
 

@@ -32,6 +32,7 @@ from vinstruct.generate.ratelimit import RateLimiter
 from vinstruct.generate.usage import Usage, messages_tokens
 
 RETRYABLE = ("rate_limited", "server_error", "timeout", "connection", "malformed", "truncated")
+REJECTED_BEFORE_STOP = 5  # this many HTTP 400s before any success: the requests themselves are wrong
 
 
 class FatalTeacherError(VinstructError):
@@ -244,6 +245,11 @@ class TeacherClient:
     def _failure(self, reason: str, detail: str, attempts: int, retries: list[str]) -> TeacherFailure:
         self.usage.failed += 1
         self.usage.count(self.usage.failures, reason)
+        if reason == "bad_request" and not self.usage.succeeded and self.usage.failures[reason] >= REJECTED_BEFORE_STOP:
+            # Every request so far was refused as invalid (an unknown parameter, a too-long prompt template):
+            # going on would only count the whole run as failures.
+            raise FatalTeacherError(f"{self.config.base_url}: the first {REJECTED_BEFORE_STOP} requests were all "
+                                    f"rejected; the last said: {detail}")
         return TeacherFailure(reason, detail, attempts, retries)
 
     async def _sleep_before_retry(self, attempt: int, retry: _Retry) -> None:

@@ -10,6 +10,7 @@ kill -9) writes exactly what an uninterrupted run writes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from vinstruct.generate.parse import ParseError, parse_reply
 from vinstruct.generate.prompts import ALL_TYPES, TEACHER_TYPES, PromptSet, prompt_hash
 from vinstruct.generate.samples import caption_samples, pack_by_image, stable_seed, teacher_sample
 from vinstruct.generate.stats import RunStats, TypeStats
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,6 +118,10 @@ def plan_run(opts: GenerateOptions) -> Plan:
         images = images[index::count]
     if opts.limit is not None:
         images = images[: opts.limit]
+    missing = [img for img in images if not img.path.is_file()]
+    if missing:
+        log.warning("%d of %d image files not found (e.g. %s); the output still refers to them",
+                    len(missing), len(images), missing[0].path)
     prompts = PromptSet(opts.prompts_dir, opts.types)
     base = opts.image_root or opts.out.parent
     refs = {img.id: _image_ref(img, base) for img in images}
