@@ -214,3 +214,29 @@ print(json.dumps(out))
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
     assert runs[0] == runs[1] and len(runs[0]) > 1000
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+box_line = st.builds(
+    lambda cat, coords: f"{cat}: [{', '.join(str(c) for c in coords)}]",
+    st.one_of(st.sampled_from(["red circle", "light blue star", "dog", "traffic light", "green", "circle", "gray heart",
+                               "person", "red red square"]), st.text(alphabet="abcdefgh xyz", min_size=1, max_size=12)),
+    st.lists(st.floats(min_value=-0.5, max_value=1.5, allow_nan=False).map(lambda v: round(v, 3)), min_size=4, max_size=4),
+)
+symbolic_text = st.tuples(st.lists(st.text(max_size=60), max_size=4), st.lists(box_line, max_size=6)).map(
+    lambda parts: "\n".join(parts[0]) + "\n\n" + "\n".join(parts[1]))
+questions = st.one_of(st.text(max_size=60), st.sampled_from([
+    "How many shapes are there?", "What color is the star?", "What shape is the red object?", "Is the dog on the left or the right?",
+    "Is there a green triangle in the image?", "Where is the circle?", "Which object is the largest?", "Why?",
+    "Is the red circle to the left or right of the blue star?", "Is the heart at the top or the bottom?", "Describe the image."]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=symbolic_text, question=questions, task=st.sampled_from(["conversation", "detail", "complex", "answer"]))
+def test_the_teacher_answers_any_symbolic_text_without_crashing(text, question, task):
+    prompts = PromptSet()
+    user = answer_input(text, question) if task == "answer" else text
+    reply = TeacherResponder()(prompts.messages(task, user), random.Random(0))
+    assert isinstance(reply, str) and reply.strip()
