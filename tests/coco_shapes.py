@@ -93,6 +93,9 @@ def ground_truth(coco_dir: Path, split: str = "train") -> dict[str, list[dict]]:
     return scenes
 
 
+WORDS = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4}
+
+
 def _first(pattern: str, text: str) -> str | None:
     match = re.search(pattern, text.lower())
     return match.group(0) if match else None
@@ -108,6 +111,14 @@ def check_answer(question: str, answer: str, objects: list[dict]) -> str | None:
     """The kind of a checked question ('count', 'color', ...) after asserting its answer; None if not a checked kind."""
     q = question.replace("<image>", "").strip().lower()
     pick = lambda color, shape: [o for o in objects if color in (None, o["color"]) and shape in (None, o["shape"])]  # noqa: E731
+    if match := re.match(r"if all the (\w+) shapes were removed, how many shapes would remain", q):
+        assert _first(r"\d+(?= shapes? would remain)", answer) == str(len(objects) - len(pick(match.group(1), None)))
+        return "remove"
+    if re.match(r"(describe|give a detailed|what is in this image\? please describe|can you describe|walk me|write a "
+                r"detailed|tell me about|explain what|please give|what does this image contain|look at the image)", q):
+        number = _first(r"\b(a|one|two|three|four) (?=shapes?\b)", answer)
+        assert number and WORDS[number.strip()] == len(objects), (answer, objects)
+        return "detail_count"
     if match := re.match(r"(?:how many|can you count the) (.+?)(?: are| can| do| in)", q):
         color, shape = _target(match.group(1))
         assert _first(r"\d+", answer) == str(len(pick(color, shape))), (question, answer, objects)

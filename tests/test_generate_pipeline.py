@@ -61,6 +61,7 @@ def test_end_to_end_data_loads_in_the_dataset_with_correct_masks_and_true_answer
             if kind:
                 checked[kind] += 1
     assert checked["count"] >= 5 and checked["color"] >= 3 and checked["exists"] >= 3, checked
+    assert checked["detail_count"] == 8, checked  # every description states the number of shapes right
     stats = load(out.with_name("stage2.stats.json"))
     assert stats["types"]["conversation"]["kept"] == 24 and stats["samples"] == len(samples)
 

@@ -31,7 +31,6 @@ from vinstruct.errors import VinstructError
 from vinstruct.generate.ratelimit import RateLimiter
 from vinstruct.generate.usage import Usage, messages_tokens
 
-RETRYABLE = ("rate_limited", "server_error", "timeout", "connection", "malformed", "truncated")
 REJECTED_BEFORE_STOP = 5  # this many HTTP 400s before any success: the requests themselves are wrong
 
 
