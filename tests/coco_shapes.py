@@ -116,8 +116,8 @@ def check_answer(question: str, answer: str, objects: list[dict]) -> str | None:
         return "remove"
     if re.match(r"(describe|give a detailed|what is in this image\? please describe|can you describe|walk me|write a "
                 r"detailed|tell me about|explain what|please give|what does this image contain|look at the image)", q):
-        number = _first(r"\b(a|one|two|three|four) (?=shapes?\b)", answer)
-        assert number and WORDS[number.strip()] == len(objects), (answer, objects)
+        number = (_first(r"\b(a|one|two|three|four|\d+)(?= shapes?\b)", answer) or "").strip()
+        assert WORDS.get(number, number) in (len(objects), str(len(objects))), (answer, objects)
         return "detail_count"
     if match := re.match(r"(?:how many|can you count the) (.+?)(?: are| can| do| in)", q):
         color, shape = _target(match.group(1))

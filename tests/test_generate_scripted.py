@@ -240,3 +240,25 @@ def test_the_teacher_answers_any_symbolic_text_without_crashing(text, question, 
     user = answer_input(text, question) if task == "answer" else text
     reply = TeacherResponder()(prompts.messages(task, user), random.Random(0))
     assert isinstance(reply, str) and reply.strip()
+
+
+def test_without_boxes_conversations_state_only_what_captions_say():
+    captions = ("A large black square, a green star, a small orange triangle and two purple diamonds.\n"
+                "A black square at the bottom, a green star on the left and an orange triangle at the top.\n"
+                "Five shapes: a square, a star, a triangle and two diamonds.")
+    facts = {"How many shapes are there?": "There are 5 shapes.", "Where is the green star?": "The green star is on the left.",
+             "Is the green star on the left or the right?": "It is on the left.",
+             "How many purple diamonds are there?": "There are 2 purple diamonds.", "How many diamonds are there?": "There are 2 diamonds.",
+             "What color are the diamonds?": "The diamonds are purple.", "What shape is the black object?": "It is a square.",
+             "Is there an orange triangle in the image?": "Yes, there is an orange triangle in the image."}
+    asked = {}
+    for seed in range(30):
+        reply = TeacherResponder()(PromptSet().messages("conversation", captions), random.Random(seed))
+        asked.update(parse_conversation(reply))
+    asked.pop("What is shown in the picture?", None)
+    asked.pop("What do you see in this image?", None)
+    assert asked and all(facts.get(q) == a for q, a in asked.items() if q in facts)
+    assert set(asked) <= set(facts) | {"What color is the star?", "What color is the square?", "What color is the triangle?",
+                                       "What shape is the green object?", "What shape is the orange object?",
+                                       "Is there a black square in the image?", "Is there a green star in the image?",
+                                       "Where is the black square?", "Where is the orange triangle?"}, set(asked) - set(facts)

@@ -2,19 +2,19 @@
 
 With boxes the teacher asks about counts, colours, shapes, left/right, top/bottom,
 existence (including absent objects, answered "No"), relative positions and sizes.
-With captions only it asks just what the captions state.
+With captions only it asks just what the captions state (from_captions.py).
 Output format is the one the prompt files teach: "User: ..." / "Assistant: ..." lines.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 
 from vinstruct.generate.scripted import facts
-from vinstruct.generate.scripted.language import capitalize, counted, pick, plural, with_article
-from vinstruct.generate.scripted.scene import Scene, caption_mentions
+from vinstruct.generate.scripted.language import pick, plural, with_article
+from vinstruct.generate.scripted.from_captions import conversation_from_captions
+from vinstruct.generate.scripted.scene import Scene
 
 CORE_SHAPES = ["circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "heart"]
 CORE_COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "white", "black", "gray", "brown"]
@@ -167,45 +167,6 @@ BOX_MAKERS: list[tuple[Maker, float]] = [
 ]
 
 
-def _caption_pairs(scene: Scene, rng: random.Random) -> list[QA]:
-    """Only what the captions state: the scene in words, mentioned objects, stated counts and colours."""
-    pairs = [ask_overview(scene, rng)[1:]]
-    mentions = caption_mentions(scene.captions)
-    most: dict[tuple, int] = {}  # (color, noun) -> the largest count any caption states (1 if unsaid)
-    colors_by_noun: dict[str, set] = {}
-    for m in mentions:
-        most[(m.color, m.noun)] = max(most.get((m.color, m.noun), 1), m.count or 1)
-        colors_by_noun.setdefault(m.noun, set()).add(m.color)
-    for (color, noun), count in most.items():
-        what = f"{color} {noun}" if color else noun
-        if color and count == 1:
-            pairs.append((f"Is there {with_article(what)} in the image?", f"Yes, there is {with_article(what)} in the image."))
-        elif count > 1:
-            pairs.append((f"Are there any {plural(what)} in the image?", f"Yes, there are {counted(count, what)}."))
-            pairs.append((f"How many {plural(what)} are there?", f"There are {counted(count, what)}."))
-    for noun, colors in colors_by_noun.items():
-        if len(colors) == 1 and None not in colors:
-            color = next(iter(colors))
-            if most[(color, noun)] > 1:
-                pairs.append((f"What color are the {plural(noun)}?", f"The {plural(noun)} are {color}."))
-            else:
-                pairs.append((f"What color is the {noun}?", f"The {noun} is {color}."))
-    for caption in scene.captions:
-        match = re.search(r"\b(\d+|two|three|four|five|six|seven|eight|nine|ten) (shapes|objects)\b", caption.lower())
-        if match:
-            pairs.append((f"How many {match.group(2)} are there?", f"There are {_digits(match.group(1))} {match.group(2)}."))
-            break
-    if len(scene.captions) > 1 and not mentions:
-        extra = scene.captions[rng.randrange(1, len(scene.captions))].rstrip(". ")
-        pairs.append(("What else can you tell me about the image?", capitalize(extra) + "."))
-    return list(dict.fromkeys(pairs))
-
-
-def _digits(word: str) -> str:
-    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-    return str(words.index(word)) if word in words else word
-
-
 def write_conversation(scene: Scene, rng: random.Random, min_turns: int = 4, max_turns: int = 7) -> str:
     """A conversation in the prompt format; questions never repeat."""
     if scene.has_boxes:
@@ -221,8 +182,6 @@ def write_conversation(scene: Scene, rng: random.Random, min_turns: int = 4, max
                 topics.add(made[0])
                 pairs.append(made[1:])
     else:
-        pairs = _caption_pairs(scene, rng)
-        rng.shuffle(pairs)
-        pairs = pairs[:max_turns]
+        pairs = conversation_from_captions(scene, rng, max_turns)
     return "\n".join(f"User: {q}\nAssistant: {a}" for q, a in pairs)
 
