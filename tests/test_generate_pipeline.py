@@ -61,7 +61,7 @@ def test_end_to_end_data_loads_in_the_dataset_with_correct_masks_and_true_answer
             if kind:
                 checked[kind] += 1
     assert checked["count"] >= 5 and checked["color"] >= 3 and checked["exists"] >= 3, checked
-    assert checked["detail_count"] == 8, checked  # every description states the number of shapes right
+    assert checked["detail_count"] >= 8, checked  # every description (and overview answer) states the count right
     stats = load(out.with_name("stage2.stats.json"))
     assert stats["types"]["conversation"]["kept"] == 24 and stats["samples"] == len(samples)
 
@@ -153,7 +153,8 @@ def test_show_prompt_prints_system_examples_and_symbolic_input(tiny_coco, tmp_pa
     assert "=== conversation" in shown and "=== detail" in shown
     conversation = shown.split("=== detail")[0]
     box_line = re.compile(r"^\w+ \w+: \[[\d., ]+\]$", re.MULTILINE)
-    assert "on a gray background" in conversation and not box_line.search(conversation)  # captions only by default
+    captions = json.loads((tiny_coco / "annotations" / "captions_train.json").read_text())["annotations"]
+    assert captions[0]["caption"] in conversation and not box_line.search(conversation)  # captions only by default
     assert box_line.search(shown.split("=== detail")[1])  # detail sees boxes
     assert not (tmp_path / "x.json").exists()
 
@@ -165,7 +166,7 @@ def test_show_prompt_prints_system_examples_and_symbolic_input(tiny_coco, tmp_pa
     (["--types", "conversation"], "need a teacher"),
     (["--types", "caption", "--per-image", "caption=x"], "--per-image"),
     (["--types", "caption", "--mix", "caption"], "--mix"),
-    (["--types", "caption", "--split", "val"], "instances_val.json: not found"),
+    (["--types", "caption", "--split", "nosuch"], "instances_nosuch.json: not found"),
 ])
 def test_bad_arguments_give_one_clear_line(tiny_coco, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
