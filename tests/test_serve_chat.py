@@ -128,3 +128,15 @@ def test_help_names_the_options(command, capsys):
     out = capsys.readouterr().out
     for option in ("--model", "--temperature", "--max-batch-size", "--prefix-cache-tokens"):
         assert option in out
+
+
+def test_a_stage_one_plain_template_refuses_a_second_turn_clearly(tiny_model):
+    from vinstruct.errors import VinstructError
+
+    spec = EncodingSpec.for_model(tiny_model, template="plain")
+    conversation = Conversation()
+    conversation.add_user("describe", [Image.new("RGB", (8, 8))])
+    conversation.add_reply("a red square")
+    conversation.add_user("and then?")
+    with pytest.raises(VinstructError, match="plain"):
+        conversation.prompt(spec, 4, 10_000)

@@ -115,6 +115,8 @@ def _prepare(assistant: Assistant, chat: protocol.ChatRequest, settings: ServerS
         pixel_values = assistant.model.image_processor(images) if images else None
     except ImageInputError as err:
         raise ApiError(err.status, str(err), code=err.code) from None
+    except VinstructError as err:
+        raise ApiError(400, str(err), "messages") from None
     room = assistant.context_length - len(prompt_ids)
     if not chat.max_tokens_given and 0 < room < chat.params.max_new_tokens:
         chat.params = dataclasses.replace(chat.params, max_new_tokens=room)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from vinstruct.data.encoding import EncodingSpec, encode_prompt
+from vinstruct.data.encoding import EncodingSpec
 from vinstruct.data.templates import get_template
 from vinstruct.model.generation import SamplingParams
+from vinstruct.serve.conversation import prompt_ids
 from vinstruct.serve.engine import Engine, RequestHandle
 
 
@@ -41,7 +42,7 @@ class Assistant:
         return self.engine.context_length
 
     def prompt_ids(self, turns: Sequence[tuple[str, str]], system: str | None = None) -> list[int]:
-        return encode_prompt(self.spec, turns, system)
+        return prompt_ids(self.spec, turns, system)
 
     def with_template_stops(self, params: SamplingParams) -> SamplingParams:
         stops = list(params.stop) + [s for s in self.template_stops if s not in params.stop]

@@ -15,7 +15,16 @@ from PIL import Image
 
 from vinstruct.data.encoding import EncodingSpec, encode_prompt
 from vinstruct.data.templates import IMAGE_MARKER
+from vinstruct.errors import VinstructError
 from vinstruct.serve.engine import ContextLengthError
+
+
+def prompt_ids(spec: EncodingSpec, turns, system: str | None = None) -> list[int]:
+    """encode_prompt, with a template's refusal (e.g. `plain` takes one exchange) as a VinstructError."""
+    try:
+        return encode_prompt(spec, turns, system)
+    except ValueError as err:
+        raise VinstructError(f"chat template {spec.template!r}: {err}") from None
 
 
 @dataclass
@@ -68,7 +77,7 @@ class Conversation:
         dropped)."""
         dropped = 0
         while True:
-            ids = encode_prompt(spec, self.turns, self.system)
+            ids = prompt_ids(spec, self.turns, self.system)
             if len(ids) + max_new_tokens <= context_length:
                 return ids, dropped
             if len(self.turns) <= 1:
