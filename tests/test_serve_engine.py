@@ -42,14 +42,25 @@ def test_greedy_tokens_equal_model_generate_while_requests_join_and_leave(tiny_m
 def test_a_request_arriving_mid_generation_joins_the_running_batch(tiny_model, color_images):
     model = tiny_model.eval()
     (long_ids, long_px), (short_ids, short_px) = _prompts(model, color_images)[:2]
+    paused, resume, forward, calls = threading.Event(), threading.Event(), model.llm.forward, []
+
+    def pausing_forward(*args, **kwargs):  # hold the third step until the newcomer has been submitted
+        calls.append(1)
+        if len(calls) == 3:
+            paused.set()
+            resume.wait(60)
+        return forward(*args, **kwargs)
+
+    model.llm.forward = pausing_forward
     with Engine(model, max_batch_size=4, eos_token_ids=[]) as engine:
         first = engine.submit(long_ids, long_px, SamplingParams(max_new_tokens=40))
-        stream = iter(first)
-        next(stream)  # the first request is decoding now
+        assert paused.wait(60)  # the first request is decoding now
         second = engine.submit(short_ids, short_px, SamplingParams(max_new_tokens=4))
+        resume.set()
         joined = second.result(timeout=60)
         assert not first.done  # the newcomer did not wait for the long one to finish
         rest = first.result(timeout=60)
+    model.llm.forward = forward
     assert engine.stats.max_batch == 2
     assert joined.token_ids == model.generate([short_ids], short_px, max_new_tokens=4, eos_token_ids=[])[0].token_ids
     assert rest.token_ids == model.generate([long_ids], long_px, max_new_tokens=40, eos_token_ids=[])[0].token_ids
@@ -95,15 +106,27 @@ def test_seeded_sampling_reproduces_whatever_the_batch(tiny_model, color_images)
 def test_cancelled_request_stops_and_the_engine_keeps_serving(tiny_model, color_images):
     model = tiny_model.eval()
     ids, pixels = _prompts(model, color_images)[0]
+    paused, resume, forward, calls = threading.Event(), threading.Event(), model.llm.forward, []
+
+    def pausing_forward(*args, **kwargs):  # hold the fifth step until the request has been cancelled
+        calls.append(1)
+        if len(calls) == 5:
+            paused.set()
+            resume.wait(60)
+        return forward(*args, **kwargs)
+
+    model.llm.forward = pausing_forward
     with Engine(model, eos_token_ids=[]) as engine:
         handle = engine.submit(ids, pixels, SamplingParams(max_new_tokens=300))
-        next(iter(handle))
+        assert paused.wait(60)
         handle.cancel()
+        resume.set()
         cancelled = handle.result(timeout=60)
         after = engine.submit(ids, pixels, SamplingParams(max_new_tokens=3)).result(timeout=60)
     assert cancelled.finish_reason == "cancelled"
-    assert len(cancelled.token_ids) < 300
+    assert len(cancelled.token_ids) == 5  # the step in flight finished; no step ran after the cancel
     assert len(after.token_ids) == 3
+    assert engine.stats.cancelled == 1
 
 
 def _two_turn_prompts(model, color_images, first_reply):
