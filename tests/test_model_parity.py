@@ -114,3 +114,21 @@ def test_several_images_in_one_sample(tiny_model, color_images):
         b = model(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                   pixel_values=swapped).logits
     assert not torch.allclose(a, b)  # order of images matters: they land in their own slots
+
+
+def test_stop_strings_streaming_and_sampling(tiny_model, color_images):
+    from vinstruct.model.generation import SamplingParams
+
+    model = tiny_model.eval()
+    prompts, pixels = _batch(model, color_images)
+    free = model.generate(prompts[:1], pixels[:1], max_new_tokens=10, eos_token_ids=[])[0]
+    stop = free.text[3:5]
+    streamed = []
+    cut = model.generate(prompts[:1], pixels[:1], params=SamplingParams(max_new_tokens=10, stop=[stop]),
+                         eos_token_ids=[], on_token=lambda row, delta: streamed.append(delta))[0]
+    assert cut.finish_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
+    assert "".join(streamed) == cut.text  # held-back text never leaks a stop string
+    sampled = [model.generate(prompts[:1], pixels[:1], params=SamplingParams(max_new_tokens=6, temperature=1.0,
+                                                                             top_p=0.9, seed=s))[0].token_ids
+               for s in (1, 1, 2)]
+    assert sampled[0] == sampled[1]  # same seed, same sample

@@ -192,7 +192,11 @@ def encode_conversation(
         )
     template = get_template(spec.template)
     eos = spec.tokenizer.eos_token or ""
-    encoded = encode_text(spec, template.render(turns, system, eos), sample_id)
+    try:
+        segments = template.render(turns, system, eos)
+    except ValueError as err:
+        raise BadSampleError(sample_id, str(err)) from None
+    encoded = encode_text(spec, segments, sample_id)
     if encoded.num_targets == 0 and any(role == "gpt" and text for role, text in turns):
         raise BadSampleError(sample_id, "no assistant tokens survived tokenization")
     return truncate(encoded, spec, sample_id) if truncate_long else encoded

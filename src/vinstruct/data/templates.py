@@ -62,6 +62,8 @@ class Template(ABC):
 class PlainTemplate(Template):
     def render(self, turns, system, eos):
         # Stage 1 keeps only the image and the caption: the instruction text is dropped.
+        if len(turns) > 2:
+            raise ValueError("the plain template takes one image-caption exchange, got a multi-turn conversation")
         first_user = turns[0][1]
         images = IMAGE_MARKER * first_user.count(IMAGE_MARKER)
         segments: list[Segment] = [(images, False)]

@@ -194,12 +194,12 @@ def generate(
         )
         logits = out.logits[:, -1, :]
     results = []
-    for state, prompt in zip(rows, prompts):
+    for row, (state, prompt) in enumerate(zip(rows, prompts)):
         if state.finish_reason is None:
             state.finish_reason = "length"
         if on_token is not None:
-            delta = state.new_text()
+            delta = state.new_text()  # flush the held-back tail
             if delta:
-                on_token(rows.index(state), delta)
+                on_token(row, delta)
         results.append(Generation(state.ids, state.text, state.finish_reason, len(prompt)))
     return results

@@ -27,6 +27,7 @@ from vinstruct.errors import VinstructError
 from vinstruct.model.config import IMAGE_TOKEN, MODEL_TYPE, LlavaConfig
 from vinstruct.model.llava import LlavaModel
 from vinstruct.model.vision import load_vision_tower, vision_tower_from_config
+from vinstruct.quiet import quiet_transformers
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -55,6 +56,19 @@ def _attach(model: LlavaModel, tokenizer, image_processor) -> LlavaModel:
     model.tokenizer = tokenizer
     model.image_processor = image_processor
     return model
+
+
+# Keys of a transformers config that describe the run or the machine, not the model.
+_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "output_hidden_states", "output_attentions",
+                         "return_dict", "use_cache", "_attn_implementation_autoset")
+
+
+def sub_config_dict(config) -> dict:
+    """A transformers config as a stable dict for our config.json (model facts only)."""
+    data = config.to_dict()
+    for key in _VOLATILE_CONFIG_KEYS:
+        data.pop(key, None)
+    return json.loads(json.dumps(data))  # the form it takes after a save/load (e.g. int keys become str)
 
 
 # ---- build from parts ----------------------------------------------------------------------------
@@ -87,8 +101,8 @@ def build_model(
     _resize_embeddings(language_model, tokenizer)
     image_processor = ImageProcessor.from_pretrained(vision, aspect=image_aspect)
     config = LlavaConfig(
-        vision_config=vision_tower.config.to_dict(),
-        text_config=language_model.config.to_dict(),
+        vision_config=sub_config_dict(vision_tower.config),
+        text_config=sub_config_dict(language_model.config),
         projector_type=projector,
         vision_feature_layer=vision_feature_layer,
         vision_feature_select=vision_feature_select,
@@ -184,8 +198,8 @@ class _AtomicDir:
 def save_model(model: LlavaModel, directory: str | os.PathLike, max_shard_size: int | str = "5GB") -> Path:
     """Save a checkpoint directory atomically (written beside it, then renamed into place)."""
     directory = Path(directory)
-    model.config.text_config = model.llm.config.to_dict()
-    model.config.vision_config = model.vision_tower.config.to_dict()
+    model.config.text_config = sub_config_dict(model.llm.config)
+    model.config.vision_config = sub_config_dict(model.vision_tower.config)
     with atomic_directory(directory) as tmp:
         model.config.save(tmp.path)
         tensors, aliases = _unique_state_dict(model)
@@ -295,7 +309,8 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None, device
     load_weights_into(model, files)
     model.llm.tie_weights()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        with quiet_transformers():  # it reads our config.json and warns that it is not its own
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as err:
         raise VinstructError(f"{path}: cannot load the tokenizer ({err})") from None
     image_processor = ImageProcessor.from_pretrained(path, aspect=config.image_aspect)

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from vinstruct.bootstrap.tokenizer import train_bpe_tokenizer
-from vinstruct.quiet import quiet_transformers
 
 _WORDS = (
     "a an the red green blue yellow purple orange white black gray small large big tiny circle square "
@@ -69,11 +68,11 @@ def make_random_parts(directory: str | Path, sizes: PartSizes | None = None, see
         )
     )
     vision.save_pretrained(str(vision_dir))
-    with quiet_transformers():
-        CLIPImageProcessor(
-            size={"shortest_edge": sizes.image_size},
-            crop_size={"height": sizes.image_size, "width": sizes.image_size},
-        ).save_pretrained(str(vision_dir))
+    # The PIL backend needs no torchvision; it saves as a plain "CLIPImageProcessor" config.
+    CLIPImageProcessorPil(
+        size={"shortest_edge": sizes.image_size},
+        crop_size={"height": sizes.image_size, "width": sizes.image_size},
+    ).save_pretrained(str(vision_dir))
 
     tokenizer = train_bpe_tokenizer(_corpus(seed), vocab_size=sizes.vocab_size)
     llm = LlamaForCausalLM(
