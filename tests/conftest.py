@@ -119,3 +119,12 @@ def write_tiny_world(root, split="test", n_images=12, seed=0):
 def tiny_world(tmp_path_factory):
     """A 12-image shapes world (COCO layout + world.json) with a 'test' split."""
     return write_tiny_world(tmp_path_factory.mktemp("world"), "test", n_images=12, seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (tiny models decode faster that way on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,6 +9,8 @@ from vinstruct.data.formats import read_jsonl, write_jsonl
 from vinstruct.errors import VinstructError
 from vinstruct.eval.predict import PredictOptions, predict, predict_files, prompt_text
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _questions(n, image="red.png"):
     return [{"question_id": f"q{i}", "image": image, "text": f"What color is shape {i}?", "category": "color"}

@@ -9,6 +9,8 @@ from vinstruct.eval import scienceqa, scripted_judge, sqa_world
 from vinstruct.eval.endpoints import make_judge
 from vinstruct.errors import VinstructError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _sqa_files(tmp_path, problems=None, splits=None):
     """problems.json / pid_splits.json exactly as ScienceQA ships them (all fields, string pids)."""

@@ -59,6 +59,7 @@ def configure(parser) -> None:
     parser.add_argument("--image-root", default=None, help="scienceqa: folder of <pid>/<image> (default: next to problems.json, images/<split>)")
     parser.add_argument("--option-text", action="store_true",
                         help="scienceqa: also accept a reply that is exactly one option's text")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="action", metavar="{compare,build-questions}")
     compare = sub.add_parser("compare", help="one table across evaluation runs")
@@ -155,6 +156,10 @@ def run(args) -> int:
         return 0
     if args.action == "build-questions":
         return _build(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     results = _evaluate(args)
     out = Path(args.out or Path("runs") / "eval" / Path(args.model).name / args.suite)
     print((out / report.TABLE_NAME).read_text(), end="")

@@ -56,3 +56,18 @@ def scripted_server(extra_responders=()):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def scripted_judge_and_teacher(journal_dir: str | os.PathLike | None = None):
+    """(judge, teacher) `Judge` clients talking to the scripted server, which runs until exit.
+
+    For the offline demo: `with scripted_judge_and_teacher(out) as (judge, teacher):
+    llava_bench.evaluate(model, world, out, judge, teacher)`.
+    """
+    from pathlib import Path
+
+    with scripted_server() as url:
+        journal = Path(journal_dir) if journal_dir else None
+        yield (make_judge(url, journal=journal / "judge_journal.jsonl" if journal else None),
+               make_judge(url, journal=journal / "teacher_journal.jsonl" if journal else None))

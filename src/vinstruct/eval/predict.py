@@ -11,6 +11,7 @@ skipped and counted (a later run answers them once the image is there).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from vinstruct.data.encoding import EncodingSpec, encode_prompt
-from vinstruct.data.formats import append_jsonl, iter_jsonl, load_questions, write_jsonl
+from vinstruct.data.formats import iter_jsonl, load_questions, write_jsonl
 from vinstruct.data.images import open_image
 from vinstruct.data.templates import IMAGE_MARKER, get_template
 from vinstruct.errors import VinstructError
@@ -169,20 +170,30 @@ def predict(model, questions: list[dict], answers_path: str | os.PathLike, image
                                      top_p=options.top_p, stop=stop, seed=_row_seed(options.seed, job))
                       for job in batch]
             outputs = model.generate([job.prompt_ids for job in batch], pixels, params=params) if batch else []
+            rows = []
             for job, out in zip(batch, outputs):
                 text = out.text.strip()
-                append_jsonl(handle, {
+                rows.append({
                     "question_id": job.question["question_id"], "prompt": job.question["text"], "text": text,
                     "answer_id": answer_id(model_id, job.question["question_id"], text), "model_id": model_id,
                     "metadata": {"image_blind": options.image_blind, "finish_reason": out.finish_reason,
                                  "temperature": options.temperature, "max_new_tokens": options.max_new_tokens},
                 })
                 stats.new_tokens += len(out.token_ids)
+            _append_batch(handle, rows)
             stats.answered += len(batch)
             bar.update(min(options.batch_size, len(jobs) - first))
     stats.seconds = time.perf_counter() - start
     _rewrite_in_question_order(answers_path, questions)
     return stats
+
+
+def _append_batch(handle, rows: list[dict]) -> None:
+    """Append a batch's answers with one flush + fsync: a crash loses at most this batch."""
+    if rows:
+        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _rewrite_in_question_order(path: Path, questions: list[dict]) -> None:
