@@ -48,6 +48,8 @@ def configure(parser) -> None:
                         help="answer length limit (default per suite: world 8, pope 6, scienceqa 16, llava-bench 128)")
     parser.add_argument("--conv-mode", default=None, help="chat template (default: the model's own)")
     parser.add_argument("--no-blind", action="store_true", help="world: skip the image-blind baseline")
+    parser.add_argument("--answer-hint", default="",
+                        help='world: text appended to each question, e.g. "Answer with one word or number."')
     parser.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL of the judge (…/v1)")
     parser.add_argument("--judge-model", default=None, help="judge model name")
     parser.add_argument("--judge-key", default=None, help="API key (default: $OPENAI_API_KEY)")
@@ -124,7 +126,7 @@ def _evaluate(args) -> dict:
         common["max_new_tokens"] = args.max_new_tokens
     if args.suite == "world":
         return world_qa.evaluate(model, args.world, out, args.split, limit_images=args.limit, blind=not args.no_blind,
-                                 seed=args.seed, **common)
+                                 seed=args.seed, answer_hint=args.answer_hint, **common)
     if args.suite == "pope":
         return pope.evaluate(model, args.world, out, args.split, limit_images=args.limit, seed=args.seed, **common)
     if args.suite == "llava-bench":

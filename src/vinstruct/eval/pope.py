@@ -24,6 +24,7 @@ from vinstruct.errors import VinstructError
 from vinstruct.eval import report
 from vinstruct.eval.extract import extract_yes_no
 from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model
+from vinstruct.eval.scene import with_article
 
 STRATEGIES = ("random", "popular", "adversarial")
 
@@ -73,7 +74,7 @@ def build_questions(coco_dir: str | os.PathLike, split: str, out_dir: str | os.P
             for category, answer in asked:
                 qid = f"{strategy}-{len(questions)}"
                 questions.append({"question_id": qid, "image": image.file_name,
-                                  "text": f"Is there a {category} in the image?", "category": strategy})
+                                  "text": f"Is there {with_article(category)} in the image?", "category": strategy})
                 gold.append({"question_id": qid, "answer": answer, "object": category, "image_id": image.id})
         paths[strategy] = (out_dir / f"pope_{strategy}.jsonl", out_dir / f"pope_{strategy}_gold.jsonl")
         write_jsonl(paths[strategy][0], questions)

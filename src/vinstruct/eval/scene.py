@@ -17,9 +17,10 @@ from vinstruct.data.formats import read_json
 from vinstruct.data.symbolic import normalize_box, parse_symbolic
 from vinstruct.errors import VinstructError
 
-# A centre left of LEFT_EDGE is "left", right of RIGHT_EDGE is "right"; between them it is
-# neither, so position questions are only asked where the answer is not a judgement call.
-LEFT_EDGE, RIGHT_EDGE = 0.4, 0.6
+# A centre in the left third is "left", in the right third "right" (top/bottom likewise); in
+# the middle third it is neither, so position questions are only asked where the answer is
+# not a judgement call. The world's own captions and questions use the same thirds.
+LEFT_EDGE, RIGHT_EDGE = 1 / 3, 2 / 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class SceneObject:
         if value > RIGHT_EDGE:
             return high
         return None
+
+
+def with_article(phrase: str) -> str:
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
 
 
 def split_category(name: str) -> tuple[str, str]:

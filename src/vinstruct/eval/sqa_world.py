@@ -25,7 +25,7 @@ from pathlib import Path
 from vinstruct.data.coco import CocoImage, CocoSet
 from vinstruct.data.formats import write_json
 from vinstruct.errors import VinstructError
-from vinstruct.eval.scene import SceneObject, WorldInfo, objects_of_image
+from vinstruct.eval.scene import SceneObject, WorldInfo, objects_of_image, with_article
 
 
 def _names_shape(word: str, world: WorldInfo) -> bool:
@@ -46,7 +46,7 @@ def _problem(question, choices, answer, hint, image, subject, topic, grade, solu
 
 
 def _listing(objects: list[SceneObject]) -> str:
-    names = [f"a {o.category}" for o in objects]
+    names = [with_article(o.category) for o in objects]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return f"The picture shows: {listed}."
 

@@ -4,8 +4,10 @@ Question types (at most one of each per image, existence twice: one present, one
   count      "How many circles are there in the image?"            -> "2" (also "0")
   color      "What color is the triangle?"  (only one triangle)     -> "red"
   shape      "What shape is the blue object?" (only one blue one)   -> "square"
-  position   "Is the red circle on the left or the right?"          -> "left"  (clear sides only)
+  position   "Is the red circle on the left or on the right side of the image?"  -> "left"
+             (asked only for objects in the outer thirds)
   existence  "Is there a green star in the image?"                  -> "yes" / "no"
+             (the absent object shares the colour or the shape of a present one)
 A question is in the *unseen* subset when the object it asks about (for count: any object
 of that shape; for existence: the asked-for category) is a shape/colour pair that
 world.json holds out of training.
@@ -26,9 +28,11 @@ from vinstruct.data.formats import load_questions, read_jsonl, write_jsonl
 from vinstruct.errors import VinstructError
 from vinstruct.eval import exact, report
 from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model
-from vinstruct.eval.scene import SceneObject, WorldInfo, objects_of_image
+from vinstruct.eval.scene import SceneObject, WorldInfo, objects_of_image, with_article
 
-ANSWER_HINT = "Answer with one word or number."
+# Appended to every question when given (LLaVA-1.5 style short-answer prompt); empty by default
+# because the world's instruction data already answers exact questions with the short answer first.
+ANSWER_HINT = ""
 
 
 def plural(noun: str) -> str:
@@ -65,18 +69,22 @@ def _position_question(objects, world, rng):
     if not options:
         return None
     target, axis = rng.choice(options)
-    ask = "on the left or the right" if axis == "x" else "at the top or the bottom"
+    ask = "on the left or on the right side" if axis == "x" else "at the top or at the bottom"
     return f"Is the {target.category} {ask} of the image?", target.side(axis), world.is_unseen(target)
 
 
 def _existence_questions(objects, world, rng):
+    """One present object and one absent one that shares its colour or its shape (so answering
+    needs both attributes, not just one)."""
     present = rng.choice(objects)
-    questions = [(f"Is there a {present.category} in the image?", "yes", world.is_unseen(present))]
+    questions = [(f"Is there {with_article(present.category)} in the image?", "yes", world.is_unseen(present))]
     categories = {o.category for o in objects}
-    absent = [(s, c) for s in world.shapes for c in world.colors if f"{c} {s}" not in categories]
+    near = [(present.shape, c) for c in world.colors] + [(s, present.color) for s in world.shapes]
+    absent = [(s, c) for s, c in dict.fromkeys(near) if f"{c} {s}" not in categories]
     if absent:
         shape, color = rng.choice(absent)
-        questions.append((f"Is there a {color} {shape} in the image?", "no", (shape, color) in world.held_out))
+        questions.append((f"Is there {with_article(f'{color} {shape}')} in the image?", "no",
+                          (shape, color) in world.held_out))
     return questions
 
 
