@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from vinstruct.data.encoding import EncodingSpec, encode_prompt
@@ -169,7 +170,8 @@ def predict(model, questions: list[dict], answers_path: str | os.PathLike, image
             params = [SamplingParams(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
                                      top_p=options.top_p, stop=stop, seed=_row_seed(options.seed, job))
                       for job in batch]
-            outputs = model.generate([job.prompt_ids for job in batch], pixels, params=params) if batch else []
+            with torch.inference_mode():
+                outputs = model.generate([job.prompt_ids for job in batch], pixels, params=params) if batch else []
             rows = []
             for job, out in zip(batch, outputs):
                 text = out.text.strip()
