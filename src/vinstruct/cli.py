@@ -17,6 +17,8 @@ from vinstruct.errors import VinstructError
 # name -> (module, one-line summary). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("vinstruct.commands.info", "show a checkpoint's configuration and parameter counts"),
+    "teacher": ("vinstruct.commands.teacher", "serve the offline scripted teacher (OpenAI-compatible endpoint)"),
+    "generate": ("vinstruct.commands.generate", "generate LLaVA instruction data with a teacher LLM"),
     "predict": ("vinstruct.commands.predict", "batched answers to a question file (resumable)"),
     "eval": ("vinstruct.commands.eval", "evaluate a model: world exact QA, POPE, LLaVA-Bench, ScienceQA; compare runs"),
 }
