@@ -1,6 +1,6 @@
 """The judge client over real HTTP: retries on unreadable replies, a journal, a judge that never answers."""
 
-from eval_support import openai_app, serve, free_port
+from eval_support import free_port, serve
 
 from vinstruct.eval import judge_prompts, scripted_judge
 from vinstruct.eval.endpoints import make_judge
@@ -17,23 +17,23 @@ def _request(candidate="There is a red circle on the left.", category="conversat
 def test_unreadable_replies_are_asked_again_then_counted(tmp_path):
     seen = []
 
-    def moody(messages):
+    def moody(messages, rng=None):
         # First answer is chatty with no scores; after the format reminder it complies.
         seen.append(messages)
         if messages[-1]["content"] == judge_prompts.SCORE_REMINDER:
             return "9 7\nBetter now."
         return "Both answers look fine to me!"
 
-    def stubborn(messages):
+    def stubborn(messages, rng=None):
         return "I refuse to give numbers."
 
-    with serve(openai_app([moody])) as url:
+    with serve([moody]) as url:
         run = make_judge(url, journal=tmp_path / "j.jsonl").run([_request()], parse_scores,
                                                                 judge_prompts.SCORE_REMINDER, progress=False)
     assert run.verdicts[0].parsed == (9.0, 7.0) and run.verdicts[0].attempts == 2
     assert seen[1][-2] == {"role": "assistant", "content": "Both answers look fine to me!"}
     assert run.complete
-    with serve(openai_app([stubborn])) as url:
+    with serve([stubborn]) as url:
         judge = make_judge(url, max_attempts=3)
         run = judge.run([_request()], parse_scores, judge_prompts.SCORE_REMINDER, progress=False)
     verdict = run.verdicts[0]
@@ -43,7 +43,7 @@ def test_unreadable_replies_are_asked_again_then_counted(tmp_path):
 
 def test_journal_makes_a_rerun_send_nothing(tmp_path):
     requests = [_request("A red circle."), _request("A green star.")]
-    with serve(openai_app([scripted_judge.respond])) as url:
+    with serve([scripted_judge.respond]) as url:
         judge = make_judge(url, journal=tmp_path / "journal.jsonl", concurrency=2)
         first = judge.run(requests, parse_scores, judge_prompts.SCORE_REMINDER, progress=False)
         second = judge.run(requests, parse_scores, judge_prompts.SCORE_REMINDER, progress=False)

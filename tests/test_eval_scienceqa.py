@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from eval_support import openai_app, serve
+from eval_support import serve
 
 from vinstruct.eval import scienceqa, scripted_judge, sqa_world
 from vinstruct.eval.endpoints import make_judge
@@ -94,7 +94,7 @@ def test_judge_ensemble_arbitrates_disagreements_over_http(tiny_world, tmp_path)
     # A model that gets every image problem right and every text problem wrong.
     wrong = lambda p: "ABCD"[(p.answer + 1) % len(p.choices)]  # noqa: E731
     replies = {p.pid: p.answer_letter if p.image else wrong(p) for p in problems}
-    with serve(openai_app([scripted_judge.respond])) as url:
+    with serve([scripted_judge.respond]) as url:
         result = scienceqa.ensemble(problems, replies, make_judge(url), progress=False)
     n_text = sum(1 for p in problems if not p.image)
     model = scienceqa.accuracy(problems, {p.pid: scienceqa.model_letter(replies[p.pid], p) for p in problems})

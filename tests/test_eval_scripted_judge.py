@@ -89,3 +89,40 @@ def test_arbitration_prefers_text_evidence_then_the_answer_that_saw_the_image():
     letter, _ = _choice("arbitrate", "What color is the circle in the picture?", ["red", "blue"], image=True,
                         answers=("The answer is A.", "B"))
     assert letter == "B"  # only the image can settle it: trust the answer that saw it
+
+
+def test_vinstruct_teacher_serves_the_judge_too():
+    from eval_support import serve
+
+    from vinstruct.commands.teacher import build_responders
+    from vinstruct.eval.endpoints import make_judge
+
+    with serve(build_responders()) as url:
+        run = make_judge(url).run([judge_prompts.review_messages(SCENE, "What is there?", "A red circle.",
+                                                                 "A green star.", "conversation")],
+                                  parse_scores, judge_prompts.SCORE_REMINDER, progress=False)
+    assert run.verdicts[0].parsed == (10.0, 2.0)
+
+
+@pytest.mark.parametrize("question, answer, score", [
+    ("How many squares are there in the image?", "Two.", 10),
+    ("How many squares are there in the image?", "There are 3 squares.", 2),
+    ("How many triangles are there?", "None.", 10),
+    ("What color is the circle in the image?", "Red.", 10),
+    ("What color is the circle in the image?", "Blue.", 2),
+    ("What shape is the red object?", "A circle.", 10),
+    ("Is there a red circle in the image?", "There is a red circle.", 10),
+    ("Is there a red circle in the image?", "No.", 2),
+])
+def test_short_answers_to_focused_questions(question, answer, score):
+    from vinstruct.eval.scripted_judge import score_answer
+
+    assert score_answer(answer, question, OBJECTS, "conversation")[0] == score
+
+
+def test_an_answer_that_dodges_the_question_scores_at_most_four():
+    from vinstruct.eval.scripted_judge import score_answer
+
+    score, reason = score_answer("There is a red circle.", "How many squares are there in the image?", OBJECTS,
+                                 "conversation")
+    assert score <= 4 and reason == "does not answer what the question asks"

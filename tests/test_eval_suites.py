@@ -4,12 +4,12 @@ import json
 import re
 
 import pytest
-from eval_support import free_port, listing_teacher, openai_app, serve
+from eval_support import free_port
 
 from vinstruct.cli import main
 from vinstruct.data.formats import read_jsonl
-from vinstruct.eval import llava_bench, pope, scripted_judge, world_qa
-from vinstruct.eval.endpoints import make_judge
+from vinstruct.eval import llava_bench, pope, world_qa
+from vinstruct.eval.endpoints import make_judge, scripted_judge_and_teacher, scripted_server
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -75,7 +75,7 @@ def test_pope_suite(tiny_model, tiny_world, tmp_path):
 
 def test_llava_bench_end_to_end_through_the_scripted_judge_over_http(tiny_checkpoint, tiny_world, tmp_path, capsys):
     out = tmp_path / "bench"
-    with serve(openai_app([scripted_judge.respond, listing_teacher])) as url:
+    with scripted_server() as url:  # the scripted judge in front of the scripted teacher
         assert main(["eval", "--model", str(tiny_checkpoint), "--suite", "llava-bench", "--world", str(tiny_world),
                      "--limit", "4", "--max-new-tokens", "12", "--judge-url", url, "--out", str(out), "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -93,8 +93,8 @@ def test_llava_bench_end_to_end_through_the_scripted_judge_over_http(tiny_checkp
 def test_llava_bench_with_a_silent_judge_ends_incomplete_with_what_it_has(tiny_model, tiny_world, tmp_path):
     dead = make_judge(f"http://127.0.0.1:{free_port()}/v1", timeout=2.0, transport_retries=0, give_up_after=2,
                       concurrency=1)
-    with serve(openai_app([listing_teacher])) as url:
-        results = llava_bench.evaluate(tiny_model, tiny_world, tmp_path, dead, make_judge(url), limit_images=2,
+    with scripted_judge_and_teacher() as (_, teacher):
+        results = llava_bench.evaluate(tiny_model, tiny_world, tmp_path, dead, teacher, limit_images=2,
                                        max_new_tokens=4, progress=False)
     assert not results["complete"] and "failed 2 requests in a row" in results["incomplete_reason"]
     assert results["summary"]["all"]["failed"] == 6 and results["metrics"]["relative score"] is None
@@ -104,9 +104,9 @@ def test_llava_bench_with_a_silent_judge_ends_incomplete_with_what_it_has(tiny_m
 
 def test_scienceqa_suite_from_the_world_with_the_ensemble(tiny_checkpoint, tiny_world, tmp_path):
     out = tmp_path / "sqa"
-    with serve(openai_app([scripted_judge.respond])) as url:
-        assert main(["eval", "--model", str(tiny_checkpoint), "--suite", "scienceqa", "--world", str(tiny_world),
-                     "--judge-url", url, "--out", str(out), "--quiet", "--max-new-tokens", "4"]) == 0
+    # No --judge-url: the scripted judge is served on loopback by the command itself.
+    assert main(["eval", "--model", str(tiny_checkpoint), "--suite", "scienceqa", "--world", str(tiny_world),
+                 "--out", str(out), "--quiet", "--max-new-tokens", "4"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] and results["problems"] == 24
     ensemble = results["ensemble"]

@@ -55,6 +55,7 @@ def configure(parser) -> None:
     parser.add_argument("--judge-key", default=None, help="API key (default: $OPENAI_API_KEY)")
     parser.add_argument("--teacher-url", default=None, help="llava-bench: endpoint for reference answers (default: the judge's)")
     parser.add_argument("--teacher-model", default=None, help="llava-bench: teacher model name")
+    parser.add_argument("--teacher-key", default=None, help="llava-bench: teacher API key (default: the judge's)")
     parser.add_argument("--no-judge", action="store_true", help="scienceqa: skip the judge ensemble")
     parser.add_argument("--problems", default=None, help="scienceqa: problems.json (ScienceQA schema)")
     parser.add_argument("--pid-splits", default=None, help="scienceqa: pid_splits.json")
@@ -96,7 +97,7 @@ def _build(args) -> int:
 @contextlib.contextmanager
 def _endpoints(args, need_judge: bool, need_teacher: bool, out: Path):
     """(judge, teacher): the given endpoints, or the scripted server for those not given."""
-    from vinstruct.eval.endpoints import SCRIPTED_MODEL, make_judge, scripted_server
+    from vinstruct.eval.endpoints import SCRIPTED_MODEL, make_judge, make_teacher, scripted_server
 
     with contextlib.ExitStack() as stack:
         scripted = None
@@ -106,8 +107,8 @@ def _endpoints(args, need_judge: bool, need_teacher: bool, out: Path):
         teacher_url = args.teacher_url or args.judge_url or scripted
         judge = make_judge(judge_url, args.judge_model or SCRIPTED_MODEL, args.judge_key,
                            journal=out / "judge_journal.jsonl") if need_judge else None
-        teacher = make_judge(teacher_url, args.teacher_model or args.judge_model or SCRIPTED_MODEL, args.judge_key,
-                             journal=out / "teacher_journal.jsonl") if need_teacher else None
+        teacher = make_teacher(teacher_url, args.teacher_model or args.judge_model or SCRIPTED_MODEL,
+                               args.teacher_key or args.judge_key) if need_teacher else None
         yield judge, teacher
 
 

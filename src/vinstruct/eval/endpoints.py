@@ -1,19 +1,16 @@
 """Judge and teacher endpoints: a hosted OpenAI-compatible one, or the offline scripted one.
 
-`scripted_server()` serves the scripted judge and the scripted teacher (reference answers)
-with uvicorn on 127.0.0.1 at a free port, in a background thread, so the evaluation goes
-through the same HTTP client path as with a hosted LLM.
+`scripted_server()` serves the scripted judge (`vinstruct.eval.scripted_judge`) in front of
+the scripted teacher (`vinstruct.generate.scripted`) on 127.0.0.1 at a free port, in a
+background thread, so the evaluation goes through the same HTTP clients as with a hosted LLM.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import threading
-import time
+from pathlib import Path
 
-from vinstruct.errors import VinstructError
 from vinstruct.eval.judge import Judge, JudgeConfig
 
 SCRIPTED_MODEL = "vinstruct-scripted"
@@ -26,48 +23,39 @@ def make_judge(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None =
     return Judge(JudgeConfig(base_url=base_url, model=model, api_key=key, **settings), journal)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def make_teacher(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None = None, **settings):
+    """A `TeacherConfig` (the generation area's client) for reference answers."""
+    from vinstruct.generate.client import TeacherConfig, resolve_api_key
+
+    return TeacherConfig(base_url=base_url, model=model, api_key=api_key or resolve_api_key(base_url), **settings)
+
+
+def scripted_responders() -> list:
+    """The judge first (it answers only judge requests), then the scripted teacher."""
+    from vinstruct.eval import scripted_judge
+    from vinstruct.generate.scripted import default_responders
+
+    return [scripted_judge.respond, *default_responders()]
 
 
 @contextlib.contextmanager
-def scripted_server(extra_responders=()):
+def scripted_server():
     """Yield the base URL (http://127.0.0.1:PORT/v1) of the scripted judge + teacher, served until exit."""
-    import uvicorn
+    from vinstruct.generate.scripted import create_app
+    from vinstruct.generate.server import running_server
 
-    from vinstruct.eval import scripted_judge
-    from vinstruct.generate.scripted.app import create_app, default_responders
-
-    app = create_app(responders=[scripted_judge.respond, *extra_responders, *default_responders()],
-                     model_name=SCRIPTED_MODEL)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="scripted-judge", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise VinstructError(f"the scripted judge server did not start on 127.0.0.1:{port}")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with running_server(create_app(scripted_responders(), model_name=SCRIPTED_MODEL)) as url:
+        yield url
 
 
 @contextlib.contextmanager
 def scripted_judge_and_teacher(journal_dir: str | os.PathLike | None = None):
-    """(judge, teacher) `Judge` clients talking to the scripted server, which runs until exit.
+    """(judge, teacher) for the scripted server, which runs until the block ends.
 
-    For the offline demo: `with scripted_judge_and_teacher(out) as (judge, teacher):
-    llava_bench.evaluate(model, world, out, judge, teacher)`.
+    For the offline demo:
+        with scripted_judge_and_teacher(out) as (judge, teacher):
+            llava_bench.evaluate(model, world, out, judge, teacher)
     """
-    from pathlib import Path
-
     with scripted_server() as url:
-        journal = Path(journal_dir) if journal_dir else None
-        yield (make_judge(url, journal=journal / "judge_journal.jsonl" if journal else None),
-               make_judge(url, journal=journal / "teacher_journal.jsonl" if journal else None))
+        journal = Path(journal_dir) / "judge_journal.jsonl" if journal_dir else None
+        yield make_judge(url, journal=journal), make_teacher(url)

@@ -159,18 +159,46 @@ def answer_facts(answer: str, objects: list[SceneObject]) -> list[Fact]:
     return facts
 
 
-def yes_no_fact(question: str, answer: str, objects: list[SceneObject]) -> Fact | None:
-    """For "Is there a <object> ...?" questions: whether a leading yes/no is right."""
+def focus_fact(question: str, answer: str, objects: list[SceneObject]) -> tuple[bool, Fact | None]:
+    """(whether the question asks for one checkable thing, the answer's fact about it or None).
+
+    Handled: "Is there a <object> ...?" (a leading yes/no, or the object named or negated),
+    "How many <objects> ...?" (the
+    answer's first number; "no"/"none" first means 0), "What color is the <shape>?" (the
+    answer's first colour word), "What shape is the <colour> object?" (its first shape word).
+    """
     lexicon = Lexicon(objects)
-    q = _tokens(question)
-    if len(q) < 3 or q[0] not in ("is", "are") or q[1] != "there":
-        return None
-    mentions = _mentions(q, lexicon)
-    first = _tokens(answer)[:1]
-    if not mentions or first not in (["yes"], ["no"]):
-        return None
-    present = bool(_matching(objects, mentions[0]))
-    return Fact(f"answers {first[0]} to whether there is a {_name(mentions[0])}", present == (first[0] == "yes"))
+    q, said = _tokens(question), _tokens(answer)
+    asked = _mentions(q, lexicon)
+    if len(q) >= 3 and q[0] in ("is", "are") and q[1] == "there" and asked:
+        present = bool(_matching(objects, asked[0]))
+        if said[:1] in (["yes"], ["no"]):
+            reply = said[0]
+        else:  # "There is a red circle." / "There is no red circle." answer it too
+            same = [m for m in _mentions(said, lexicon) if (m.color, m.shape) == (asked[0].color, asked[0].shape)]
+            if not same:
+                return True, None
+            reply = "no" if same[0].negated else "yes"
+        return True, Fact(f"answers {reply} to whether there is a {_name(asked[0])}", present == (reply == "yes"))
+    if q[:2] == ["how", "many"]:
+        target = asked[0] if asked else Mention(None, None, None, False, 0)
+        number = next((int(t) for t in said if t.isdigit()), 0 if said[:1] in (["no"], ["none"]) else None)
+        if number is None:
+            return True, None
+        counted = _matching(objects, target) if (target.color or target.shape) else objects
+        return True, Fact(f"{number} {_name(Mention(target.color, target.shape, number, False, 0))}",
+                          len(counted) == number)
+    wants = re.match(r"what colou?r is the (\w+)|what shape is the (\w+) (?:object|shape|one)", " ".join(q))
+    if wants:
+        shape, color = lexicon.shape_of(wants.group(1) or ""), wants.group(2)
+        pool = lexicon.colors if shape else lexicon.shapes
+        said_word = next((singular(t) for t in said if singular(t) in pool), None)
+        if said_word is None:
+            return True, None
+        said_color, said_shape = (said_word, shape) if shape else (color, said_word)
+        true = any(o.color == said_color and o.shape == said_shape for o in objects)
+        return True, Fact(f"the {shape or color + ' object'} is {said_word}", true)
+    return False, None
 
 
 def mentioned_categories(answer: str, objects: list[SceneObject]) -> set[str]:

@@ -123,32 +123,33 @@ def judge_answers(questions, contexts, references, answers, judge, progress=True
     return scores, reviews, run
 
 
-REFERENCE_SYSTEM = (
-    "You are an AI visual assistant. You cannot see the image, but you are given what you need to know about "
-    "it: a few captions, one per line, and a list of its objects, one per line, as \"name: [x1, y1, x2, y2]\" "
-    "with coordinates between 0 and 1 from the top left corner. The last line is a question about the image.\n\n"
-    "Answer the question about the image described by the symbolic text, as if you were looking at the image "
-    "yourself. Begin with the short, definite answer, then explain briefly; when the question asks for a "
-    "description or for reasoning, answer fully. Never mention captions, boxes or coordinates.")
-
-
-def reference_messages(symbolic: str, question: str) -> list[dict]:
-    return [{"role": "system", "content": REFERENCE_SYSTEM},
-            {"role": "user", "content": f"{symbolic.strip()}\n\nQuestion: {question.strip()}"}]
-
-
 def build_references(questions: list[dict], contexts: dict[str, str], teacher, path: str | os.PathLike,
-                     progress: bool = True) -> tuple[dict, object]:
-    """Teacher answers from the symbolic text, written to `path` in the answer format."""
-    requests = [reference_messages(contexts[q["image"]], q["text"]) for q in questions]
-    run = teacher.run(requests, lambda reply: reply.strip() or None, "Please write your answer.",
-                      "teacher: references", progress)
-    model_id = teacher.config.model
-    rows = {q["question_id"]: {"question_id": q["question_id"], "prompt": q["text"], "text": v.parsed,
-                               "answer_id": f"ref-{q['question_id']}", "model_id": model_id, "metadata": {}}
-            for q, v in zip(questions, run.verdicts) if v.parsed}
-    write_jsonl(path, rows.values())
-    return rows, run
+                     progress: bool = True) -> tuple[dict, dict]:
+    """Teacher answers from the symbolic text (the generation area's `answer` prompts and client),
+    written to `path` in the answer format. Answers already in `path` for the same question text
+    are kept, so a rerun asks only for the missing ones. Returns (answers by id, stats)."""
+    from vinstruct.generate.answers import answer_questions_sync
+    from vinstruct.generate.client import TeacherFailure
+
+    path = Path(path)
+    known = read_answers(path)
+    rows = {q["question_id"]: known[q["question_id"]] for q in questions
+            if q["question_id"] in known and known[q["question_id"]].get("prompt") == q["text"]}
+    todo = [q for q in questions if q["question_id"] not in rows]
+    failures: list[str] = []
+    if todo:
+        replies = answer_questions_sync(teacher, [(contexts[q["image"]], q["text"]) for q in todo], progress=progress)
+        for q, reply in zip(todo, replies):
+            if isinstance(reply, TeacherFailure) or not reply.text.strip():
+                failures.append(str(reply) if isinstance(reply, TeacherFailure) else "empty reply")
+                continue
+            rows[q["question_id"]] = {"question_id": q["question_id"], "prompt": q["text"], "text": reply.text.strip(),
+                                      "answer_id": f"ref-{q['question_id']}", "model_id": teacher.model,
+                                      "metadata": {"finish_reason": reply.finish_reason}}
+    write_jsonl(path, [rows[q["question_id"]] for q in questions if q["question_id"] in rows])
+    stats = {"requests": len(todo), "reused": len(questions) - len(todo), "failed": len(failures),
+             "failure_examples": failures[:3]}
+    return rows, stats
 
 
 def _table(summary: dict) -> str:
@@ -160,12 +161,16 @@ def _table(summary: dict) -> str:
 def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, judge, teacher, split: str = "test", *,
              limit_images: int = 30, batch_size: int = 16, max_new_tokens: int = 128, conv_mode: str | None = None,
              seed: int = 0, progress: bool = True) -> dict:
-    """Questions, teacher references, model answers, judge reviews, summary and report files."""
+    """Questions, teacher references, model answers, judge reviews, summary and report files.
+
+    judge: a `vinstruct.eval.judge.Judge`; teacher: a `vinstruct.generate.client.TeacherConfig`
+    (see `vinstruct.eval.endpoints` for both, hosted or scripted).
+    """
     model, model_id = resolve_model(model)
     out_dir = Path(out_dir)
     questions_path, context_path = build_questions(world_dir, split, out_dir, limit_images, seed)
     questions, contexts = load_questions(questions_path), _contexts_by_image(context_path)
-    references, teacher_run = build_references(questions, contexts, teacher, out_dir / "references.jsonl", progress)
+    references, teacher_stats = build_references(questions, contexts, teacher, out_dir / "references.jsonl", progress)
     image_dir = CocoSet.load(world_dir, split).images[0].path.parent
     options = PredictOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, conv_mode=conv_mode,
                              model_id=model_id)
@@ -174,7 +179,7 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, ju
     scores, reviews, judge_run = judge_answers(questions, contexts, references, answers, judge, progress)
     write_jsonl(out_dir / "reviews.jsonl", reviews)
     summary = summarize(questions, scores)
-    reasons = [r for r in (teacher_run.gave_up, judge_run.gave_up) if r]
+    reasons = [judge_run.gave_up] if judge_run.gave_up else []
     missing_refs = len(questions) - len(references)
     if missing_refs:
         reasons.append(f"{missing_refs} reference answer(s) missing")
@@ -187,7 +192,7 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, ju
     results = {"suite": "llava-bench", "model": model_id, "split": split, "complete": not reasons,
                "questions": len(questions), "metrics": metrics, "summary": summary, "predict": stats.to_dict(),
                "judge": {"model": judge.config.model, **judge_run.stats},
-               "teacher": {"model": teacher.config.model, **teacher_run.stats}}
+               "teacher": {"model": teacher.model, **teacher_stats}}
     if reasons:
         results["incomplete_reason"] = "; ".join(reasons)
     chart = {name: {"relative": v["relative"] or 0.0} for name, v in summary.items()}

@@ -9,7 +9,10 @@ the teacher's responders.
   facts that are true and c the share of the scene's objects it names,
       conversation  2 + 8p        complex  2 + 7p + min(true facts, 3)/3
       detail        1 + 5p + 4c
-  rounded to an integer in 1-10; an answer with no checkable fact gets 4 (1 if empty).
+  rounded to an integer in 1-10; an answer with no checkable fact gets 4 (1 if empty). When
+  the question asks for one checkable thing (yes/no existence, a count, a colour, a shape),
+  the answer's reply to it is one of its facts, and an answer that does not give one scores
+  at most 4.
 - solve (ScienceQA, text only): questions about objects listed in the context ("The picture
   shows: a red circle, ..."), and word questions ("Which word names a colour?"), are
   answered; for anything that needs the image the reply says so and names no option.
@@ -51,9 +54,11 @@ def score_answer(answer: str, question: str, objects: list[SceneObject], categor
     if not answer.strip():
         return 1, "gives no answer"
     facts = F.answer_facts(answer, objects)
-    yes_no = F.yes_no_fact(question, answer, objects)
-    if yes_no is not None:
-        facts.append(yes_no)
+    focused, focus = F.focus_fact(question, answer, objects)
+    if focus is not None and focus.text not in {f.text for f in facts}:
+        facts.append(focus)
+    if focused and focus is None:
+        return min(NO_FACT_SCORE, 1 + sum(f.true for f in facts)), "does not answer what the question asks"
     if not facts:
         return NO_FACT_SCORE, "states nothing that the scene can confirm or refute"
     true = sum(f.true for f in facts)
