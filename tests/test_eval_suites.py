@@ -143,3 +143,16 @@ def test_eval_refuses_incomplete_requests_with_one_line(tiny_checkpoint, tmp_pat
     assert "needs --world DIR" in capsys.readouterr().err
     assert main(["eval", "--model", str(tiny_checkpoint), "--suite", "world", "--world", str(tmp_path)]) == 1
     assert "world.json: file not found" in capsys.readouterr().err
+
+
+def test_run_all_suites_into_one_directory_with_a_summary(tiny_model, tiny_world, tmp_path):
+    from vinstruct.eval.suites import run_all
+
+    results = run_all(tiny_model, tiny_world, tmp_path, limit=2, max_new_tokens=4, batch_size=8, progress=False)
+    assert list(results) == ["world", "pope", "llava-bench", "scienceqa"]
+    assert all(r["complete"] for r in results.values())
+    summary = (tmp_path / "summary.md").read_text()
+    for row in ("| world: accuracy |", "| pope: random f1 |", "| llava-bench: relative score |",
+                "| scienceqa: ensemble accuracy |"):
+        assert row in summary
+    assert results["scienceqa"]["problems"] == 4  # --limit counts scenes: two problems each

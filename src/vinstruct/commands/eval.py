@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from vinstruct.errors import VinstructError
 
-SUITES = ("world", "pope", "llava-bench", "scienceqa")
+SUITES = ("world", "pope", "llava-bench", "scienceqa")  # as vinstruct.eval.suites.SUITES (not imported: --help stays light)
 
 DESCRIPTION = """Evaluate a model and write results.json, results.md (a markdown table) and results.png.
 
@@ -94,56 +93,38 @@ def _build(args) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _endpoints(args, need_judge: bool, need_teacher: bool, out: Path):
-    """(judge, teacher): the given endpoints, or the scripted server for those not given."""
-    from vinstruct.eval.endpoints import SCRIPTED_MODEL, make_judge, make_teacher, scripted_server
+def _endpoint_clients(args, out: Path):
+    """(judge, teacher) for the URLs given on the command line; None where the scripted one is wanted."""
+    from vinstruct.eval.endpoints import SCRIPTED_MODEL, make_judge, make_teacher
 
-    with contextlib.ExitStack() as stack:
-        scripted = None
-        if (need_judge and not args.judge_url) or (need_teacher and not (args.teacher_url or args.judge_url)):
-            scripted = stack.enter_context(scripted_server())
-        judge_url = args.judge_url or scripted
-        teacher_url = args.teacher_url or args.judge_url or scripted
-        judge = make_judge(judge_url, args.judge_model or SCRIPTED_MODEL, args.judge_key,
-                           journal=out / "judge_journal.jsonl") if need_judge else None
+    judge = teacher = None
+    if args.judge_url:
+        judge = make_judge(args.judge_url, args.judge_model or SCRIPTED_MODEL, args.judge_key,
+                           journal=out / "judge_journal.jsonl")
+    teacher_url = args.teacher_url or args.judge_url
+    if teacher_url:
         teacher = make_teacher(teacher_url, args.teacher_model or args.judge_model or SCRIPTED_MODEL,
-                               args.teacher_key or args.judge_key) if need_teacher else None
-        yield judge, teacher
+                               args.teacher_key or args.judge_key)
+    return judge, teacher
+
+
+def _out_dir(args) -> Path:
+    return Path(args.out or Path("runs") / "eval" / Path(args.model).name / args.suite)
 
 
 def _evaluate(args) -> dict:
-    from vinstruct.eval import llava_bench, pope, scienceqa, sqa_world, world_qa
-    from vinstruct.eval.predict import resolve_model
+    from vinstruct.eval.suites import run_suite
 
     if not args.model or not args.suite:
         raise VinstructError("vinstruct eval needs --model DIR and --suite (or the compare / build-questions actions)")
-    if args.suite != "scienceqa" and not args.world:
-        raise VinstructError(f"suite {args.suite!r} needs --world DIR (a world or COCO-format directory)")
-    out = Path(args.out or Path("runs") / "eval" / Path(args.model).name / args.suite)
-    model, _ = resolve_model(args.model)
-    common = {"batch_size": args.batch_size, "conv_mode": args.conv_mode, "progress": not args.quiet}
-    if args.max_new_tokens:
-        common["max_new_tokens"] = args.max_new_tokens
-    if args.suite == "world":
-        return world_qa.evaluate(model, args.world, out, args.split, limit_images=args.limit, blind=not args.no_blind,
-                                 seed=args.seed, answer_hint=args.answer_hint, **common)
-    if args.suite == "pope":
-        return pope.evaluate(model, args.world, out, args.split, limit_images=args.limit, seed=args.seed, **common)
-    if args.suite == "llava-bench":
-        with _endpoints(args, True, True, out) as (judge, teacher):
-            return llava_bench.evaluate(model, args.world, out, judge, teacher, args.split,
-                                        limit_images=args.limit or 30, seed=args.seed, **common)
-    problems, pid_splits, image_root = args.problems, args.pid_splits, args.image_root
-    if problems is None:
-        if not args.world:
-            raise VinstructError("suite 'scienceqa' needs --problems FILE (or --world DIR to generate problems)")
-        problems, pid_splits = sqa_world.build_problems(args.world, args.split, out / "problems", args.seed, args.limit)
-        image_root = image_root or out / "problems" / "images" / args.split
-    with _endpoints(args, not args.no_judge, False, out) as (judge, _):
-        return scienceqa.evaluate(model, problems, out, pid_splits=pid_splits, split=args.split, image_root=image_root,
-                                  judge=judge, limit=args.limit if args.problems else None,
-                                  option_text=args.option_text, **common)
+    out = _out_dir(args)
+    judge, teacher = _endpoint_clients(args, out)
+    return run_suite(args.suite, args.model, out, world_dir=args.world, split=args.split, limit=args.limit,
+                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, conv_mode=args.conv_mode,
+                     seed=args.seed, judge=judge, teacher=teacher, use_judge=not args.no_judge,
+                     problems=args.problems, pid_splits=args.pid_splits, image_root=args.image_root,
+                     option_text=args.option_text, blind=not args.no_blind, answer_hint=args.answer_hint,
+                     progress=not args.quiet)
 
 
 def run(args) -> int:
@@ -164,7 +145,7 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
     results = _evaluate(args)
-    out = Path(args.out or Path("runs") / "eval" / Path(args.model).name / args.suite)
+    out = _out_dir(args)
     print((out / report.TABLE_NAME).read_text(), end="")
     print(f"results: {out / report.RESULTS_NAME}")
     if not results.get("complete", True):
