@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("vinstruct.commands.generate", "generate LLaVA instruction data with a teacher LLM"),
     "predict": ("vinstruct.commands.predict", "batched answers to a question file (resumable)"),
     "eval": ("vinstruct.commands.eval", "evaluate a model: world exact QA, POPE, LLaVA-Bench, ScienceQA; compare runs"),
+    "convert": ("vinstruct.commands.convert", "convert checkpoints: official LLaVA / llava-hf in, llava-hf out, LoRA merge"),
 }
 
 
