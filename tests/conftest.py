@@ -117,8 +117,18 @@ def write_tiny_world(root, split="test", n_images=12, seed=0):
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
-    """A 12-image shapes world (COCO layout + world.json) with a 'test' split."""
-    return write_tiny_world(tmp_path_factory.mktemp("world"), "test", n_images=12, seed=0)
+    """A shapes world with a 12-image 'test' split (COCO layout + world.json).
+
+    Written by `vinstruct.world` (120 images split 96/12/12) where it is installed, else by
+    `write_tiny_world`, which follows the same layout and fields.
+    """
+    root = tmp_path_factory.mktemp("world")
+    try:
+        from vinstruct.world import generate_world
+    except ImportError:
+        return write_tiny_world(root, "test", n_images=12, seed=0)
+    generate_world(root / "world", images=120, seed=0, size=64, progress=False)
+    return root / "world"
 
 
 @pytest.fixture
