@@ -141,8 +141,6 @@ def _load_pixels(model, batch: list[_Job], skipped: list[dict]):
 def predict(model, questions: list[dict], answers_path: str | os.PathLike, image_dir=None,
             options: PredictOptions | None = None, progress: bool = True, where: str = "questions") -> PredictStats:
     """Answer `questions` with `model`, appending to `answers_path`; returns what happened."""
-    from vinstruct.model.generation import SamplingParams
-
     options = options or PredictOptions()
     if options.batch_size < 1:
         raise VinstructError(f"batch size must be at least 1, got {options.batch_size}")
@@ -167,27 +165,34 @@ def predict(model, questions: list[dict], answers_path: str | os.PathLike, image
             tqdm(total=len(jobs), desc="predict", unit="q", disable=not progress) as bar:
         for first in range(0, len(jobs), options.batch_size):
             batch, pixels = _load_pixels(model, jobs[first:first + options.batch_size], stats.skipped)
-            params = [SamplingParams(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
-                                     top_p=options.top_p, stop=stop, seed=_row_seed(options.seed, job))
-                      for job in batch]
-            with torch.inference_mode():
-                outputs = model.generate([job.prompt_ids for job in batch], pixels, params=params) if batch else []
-            rows = []
-            for job, out in zip(batch, outputs):
-                text = out.text.strip()
-                rows.append({
-                    "question_id": job.question["question_id"], "prompt": job.question["text"], "text": text,
-                    "answer_id": answer_id(model_id, job.question["question_id"], text), "model_id": model_id,
-                    "metadata": {"image_blind": options.image_blind, "finish_reason": out.finish_reason,
-                                 "temperature": options.temperature, "max_new_tokens": options.max_new_tokens},
-                })
-                stats.new_tokens += len(out.token_ids)
+            rows, tokens = _answer_batch(model, batch, pixels, options, stop, model_id)
+            stats.new_tokens += tokens
             _append_batch(handle, rows)
             stats.answered += len(batch)
             bar.update(min(options.batch_size, len(jobs) - first))
     stats.seconds = time.perf_counter() - start
     _rewrite_in_question_order(answers_path, questions)
     return stats
+
+
+def _answer_batch(model, batch: list[_Job], pixels, options: PredictOptions, stop, model_id: str):
+    """Generate one batch; returns (answer rows in the official format, new tokens)."""
+    from vinstruct.model.generation import SamplingParams
+
+    if not batch:
+        return [], 0
+    params = [SamplingParams(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                             top_p=options.top_p, stop=stop, seed=_row_seed(options.seed, job)) for job in batch]
+    with torch.inference_mode():
+        outputs = model.generate([job.prompt_ids for job in batch], pixels, params=params)
+    rows = []
+    for job, out in zip(batch, outputs):
+        qid, text = job.question["question_id"], out.text.strip()
+        rows.append({"question_id": qid, "prompt": job.question["text"], "text": text,
+                     "answer_id": answer_id(model_id, qid, text), "model_id": model_id,
+                     "metadata": {"image_blind": options.image_blind, "finish_reason": out.finish_reason,
+                                  "temperature": options.temperature, "max_new_tokens": options.max_new_tokens}})
+    return rows, sum(len(out.token_ids) for out in outputs)
 
 
 def _append_batch(handle, rows: list[dict]) -> None:
