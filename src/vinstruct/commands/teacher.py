@@ -6,7 +6,9 @@ DESCRIPTION = """Serve the offline scripted teacher at http://HOST:PORT/v1 (chat
 
 It reads only the symbolic text (captions, boxes) in the last user message and writes
 conversations, detailed descriptions, complex-reasoning Q&A and answers to free questions,
-in the format the prompt files teach, with definite, correct content. Point
+in the format the prompt files teach, with definite, correct content. It also answers the
+evaluation judge's requests (LLaVA-Bench reviews, ScienceQA solving and arbitration), so
+`vinstruct eval --judge-url http://HOST:PORT/v1` can use it too. Point
 `vinstruct generate --teacher-url http://HOST:PORT/v1` at it, or any OpenAI client.
 
 --latency-ms and --faults make it a test bench for clients, e.g.
@@ -27,9 +29,10 @@ def configure(parser) -> None:
 
 def build_responders():
     """The responders, tried in order: put more specific ones (a judge) before the teacher."""
+    from vinstruct.eval.scripted_judge import respond as judge
     from vinstruct.generate.scripted import TeacherResponder
 
-    return [TeacherResponder()]
+    return [judge, TeacherResponder()]
 
 
 def run(args) -> int:

@@ -1,0 +1,153 @@
+"""`vinstruct eval`: run an evaluation suite, compare runs, or just build a suite's questions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vinstruct.errors import VinstructError
+
+SUITES = ("world", "pope", "llava-bench", "scienceqa")  # as vinstruct.eval.suites.SUITES (not imported: --help stays light)
+
+DESCRIPTION = """Evaluate a model and write results.json, results.md (a markdown table) and results.png.
+
+suites:
+  world        exact QA on the world's held-out split (count, color, shape, position,
+               existence), with the image-blind baseline and the unseen-combination subset
+  pope         yes/no object existence with random, popular and adversarial negatives
+  llava-bench  teacher references vs model answers, scored 1-10 by a judge; relative score
+  scienceqa    multiple choice by subject/context/grade, plus the judge ensemble
+               (from --problems/--pid-splits, or generated from --world)
+
+The judge and the teacher are any OpenAI-compatible endpoint (--judge-url, --teacher-url);
+without one, the offline scripted judge and teacher are served on 127.0.0.1.
+
+examples:
+  vinstruct eval --model runs/demo/stage2 --suite world --world runs/demo/world --out runs/eval/world
+  vinstruct eval --model M --suite llava-bench --world W --judge-url http://localhost:8000/v1 --judge-model gpt-4o
+  vinstruct eval --model M --suite scienceqa --problems sqa/problems.json --pid-splits sqa/pid_splits.json \\
+      --image-root sqa/images/test --judge-url URL
+  vinstruct eval compare runs/eval/base runs/eval/lora
+  vinstruct eval build-questions --world W --suite pope --out questions/pope"""
+
+
+def _common(parser) -> None:
+    parser.add_argument("--world", default=None, help="world / COCO-format directory (annotations/, images/, world.json)")
+    parser.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images (or problems)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for question sampling (default 0)")
+
+
+def configure(parser) -> None:
+    parser.add_argument("--model", help="checkpoint directory to evaluate")
+    parser.add_argument("--suite", choices=SUITES, help="which evaluation to run")
+    parser.add_argument("--out", default=None, help="output directory (default: runs/eval/<model>/<suite>)")
+    _common(parser)
+    parser.add_argument("--batch-size", type=int, default=16, help="generation batch size (default 16)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="answer length limit (default per suite: world 8, pope 6, scienceqa 16, llava-bench 128)")
+    parser.add_argument("--conv-mode", default=None, help="chat template (default: the model's own)")
+    parser.add_argument("--no-blind", action="store_true", help="world: skip the image-blind baseline")
+    parser.add_argument("--answer-hint", default="",
+                        help='world: text appended to each question, e.g. "Answer with one word or number."')
+    parser.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL of the judge (…/v1)")
+    parser.add_argument("--judge-model", default=None, help="judge model name")
+    parser.add_argument("--judge-key", default=None, help="API key (default: $OPENAI_API_KEY)")
+    parser.add_argument("--teacher-url", default=None, help="llava-bench: endpoint for reference answers (default: the judge's)")
+    parser.add_argument("--teacher-model", default=None, help="llava-bench: teacher model name")
+    parser.add_argument("--teacher-key", default=None, help="llava-bench: teacher API key (default: the judge's)")
+    parser.add_argument("--no-judge", action="store_true", help="scienceqa: skip the judge ensemble")
+    parser.add_argument("--problems", default=None, help="scienceqa: problems.json (ScienceQA schema)")
+    parser.add_argument("--pid-splits", default=None, help="scienceqa: pid_splits.json")
+    parser.add_argument("--image-root", default=None, help="scienceqa: folder of <pid>/<image> (default: next to problems.json, images/<split>)")
+    parser.add_argument("--option-text", action="store_true",
+                        help="scienceqa: also accept a reply that is exactly one option's text")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="action", metavar="{compare,build-questions}")
+    compare = sub.add_parser("compare", help="one table across evaluation runs")
+    compare.add_argument("runs", nargs="+", help="run directories (a suite's output, or a folder of them)")
+    compare.add_argument("--out", dest="compare_out", default=None, help="also write the table to this markdown file")
+    build = sub.add_parser("build-questions", help="write a suite's question files from a world, without a model")
+    build.add_argument("--suite", dest="build_suite", required=True, choices=SUITES)
+    build.add_argument("--out", dest="build_out", required=True, help="output directory")
+    _common(build)
+
+
+def _build(args) -> int:
+    from vinstruct.eval import llava_bench, pope, sqa_world, world_qa
+
+    if not args.world:
+        raise VinstructError("build-questions needs --world DIR")
+    suite, out = args.build_suite, args.build_out
+    if suite == "world":
+        paths = world_qa.build_questions(args.world, args.split, out, args.seed, args.limit)
+    elif suite == "pope":
+        paths = [p for pair in pope.build_questions(args.world, args.split, out, limit_images=args.limit,
+                                                    seed=args.seed).values() for p in pair]
+    elif suite == "llava-bench":
+        paths = llava_bench.build_questions(args.world, args.split, out, args.limit or 30, args.seed)
+    else:
+        paths = sqa_world.build_problems(args.world, args.split, out, args.seed, args.limit)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _endpoint_clients(args, out: Path):
+    """(judge, teacher) for the URLs given on the command line; None where the scripted one is wanted."""
+    from vinstruct.eval.endpoints import SCRIPTED_MODEL, make_judge, make_teacher
+
+    judge = teacher = None
+    if args.judge_url:
+        judge = make_judge(args.judge_url, args.judge_model or SCRIPTED_MODEL, args.judge_key,
+                           journal=out / "judge_journal.jsonl")
+    teacher_url = args.teacher_url or args.judge_url
+    if teacher_url:
+        teacher = make_teacher(teacher_url, args.teacher_model or args.judge_model or SCRIPTED_MODEL,
+                               args.teacher_key or args.judge_key)
+    return judge, teacher
+
+
+def _out_dir(args) -> Path:
+    return Path(args.out or Path("runs") / "eval" / Path(args.model).name / args.suite)
+
+
+def _evaluate(args) -> dict:
+    from vinstruct.eval.suites import run_suite
+
+    if not args.model or not args.suite:
+        raise VinstructError("vinstruct eval needs --model DIR and --suite (or the compare / build-questions actions)")
+    out = _out_dir(args)
+    judge, teacher = _endpoint_clients(args, out)
+    return run_suite(args.suite, args.model, out, world_dir=args.world, split=args.split, limit=args.limit,
+                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, conv_mode=args.conv_mode,
+                     seed=args.seed, judge=judge, teacher=teacher, use_judge=not args.no_judge,
+                     problems=args.problems, pid_splits=args.pid_splits, image_root=args.image_root,
+                     option_text=args.option_text, blind=not args.no_blind, answer_hint=args.answer_hint,
+                     progress=not args.quiet)
+
+
+def run(args) -> int:
+    from vinstruct.eval import report
+
+    if args.action == "compare":
+        table = report.compare(args.runs)
+        print(table, end="")
+        if args.compare_out:
+            from vinstruct.data.formats import atomic_write_text
+
+            atomic_write_text(args.compare_out, table)
+        return 0
+    if args.action == "build-questions":
+        return _build(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    results = _evaluate(args)
+    out = _out_dir(args)
+    print((out / report.TABLE_NAME).read_text(), end="")
+    print(f"results: {out / report.RESULTS_NAME}")
+    if not results.get("complete", True):
+        print(f"warning: incomplete run: {results.get('incomplete_reason', '')}")
+    return 0

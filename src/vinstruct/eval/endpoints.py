@@ -1,0 +1,61 @@
+"""Judge and teacher endpoints: a hosted OpenAI-compatible one, or the offline scripted one.
+
+`scripted_server()` serves the scripted judge (`vinstruct.eval.scripted_judge`) in front of
+the scripted teacher (`vinstruct.generate.scripted`) on 127.0.0.1 at a free port, in a
+background thread, so the evaluation goes through the same HTTP clients as with a hosted LLM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from vinstruct.eval.judge import Judge, JudgeConfig
+
+SCRIPTED_MODEL = "vinstruct-scripted"
+
+
+def make_judge(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None = None,
+               journal: str | os.PathLike | None = None, **settings) -> Judge:
+    """A `Judge` for the endpoint; api_key defaults to $OPENAI_API_KEY (or "none" for local servers)."""
+    key = api_key or os.environ.get("OPENAI_API_KEY") or "none"
+    return Judge(JudgeConfig(base_url=base_url, model=model, api_key=key, **settings), journal)
+
+
+def make_teacher(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None = None, **settings):
+    """A `TeacherConfig` (the generation area's client) for reference answers."""
+    from vinstruct.generate.client import TeacherConfig, resolve_api_key
+
+    return TeacherConfig(base_url=base_url, model=model, api_key=api_key or resolve_api_key(base_url), **settings)
+
+
+def scripted_responders() -> list:
+    """The judge first (it answers only judge requests), then the scripted teacher."""
+    from vinstruct.eval import scripted_judge
+    from vinstruct.generate.scripted import default_responders
+
+    return [scripted_judge.respond, *default_responders()]
+
+
+@contextlib.contextmanager
+def scripted_server():
+    """Yield the base URL (http://127.0.0.1:PORT/v1) of the scripted judge + teacher, served until exit."""
+    from vinstruct.generate.scripted import create_app
+    from vinstruct.generate.server import running_server
+
+    with running_server(create_app(scripted_responders(), model_name=SCRIPTED_MODEL)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def scripted_judge_and_teacher(journal_dir: str | os.PathLike | None = None):
+    """(judge, teacher) for the scripted server, which runs until the block ends.
+
+    For the offline demo:
+        with scripted_judge_and_teacher(out) as (judge, teacher):
+            llava_bench.evaluate(model, world, out, judge, teacher)
+    """
+    with scripted_server() as url:
+        journal = Path(journal_dir) / "judge_journal.jsonl" if journal_dir else None
+        yield make_judge(url, journal=journal), make_teacher(url)
