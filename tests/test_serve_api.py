@@ -73,7 +73,23 @@ def test_wrong_or_missing_key_is_rejected_with_401(server):
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
 
 
-def test_greedy_completion_with_an_image_equals_batch_prediction(client, tiny_checkpoint, color_images):
+def test_greedy_answers_equal_vinstruct_predict(client, tiny_checkpoint, color_images, tmp_path):
+    from vinstruct.cli import main
+    from vinstruct.data.formats import read_jsonl, write_jsonl
+
+    names = ["red.png", "blue.png", "green.png"]
+    write_jsonl(tmp_path / "q.jsonl", [{"question_id": i, "image": n, "text": QUESTION} for i, n in enumerate(names)])
+    assert main(["predict", "--model", str(tiny_checkpoint), "--questions", str(tmp_path / "q.jsonl"),
+                 "--answers", str(tmp_path / "a.jsonl"), "--image-dir", str(color_images), "--batch-size", "3",
+                 "--max-new-tokens", "12", "--quiet"]) == 0
+    predicted = {row["question_id"]: row["text"] for row in read_jsonl(tmp_path / "a.jsonl")}
+    for i, name in enumerate(names):
+        reply = client.chat.completions.create(
+            model="tiny", messages=_image_question(image_data_url(color_images / name)), temperature=0, max_tokens=12)
+        assert reply.choices[0].message.content == predicted[i]
+
+
+def test_usage_counts_the_prompt_and_the_reply(client, tiny_checkpoint, color_images):
     expected, prompt_tokens = _predict_answer(tiny_checkpoint, color_images)
     reply = client.chat.completions.create(
         model="tiny", messages=_image_question(image_data_url(color_images / "red.png")), temperature=0, max_tokens=12
