@@ -17,6 +17,7 @@ from vinstruct.errors import VinstructError
 # name -> (module, one-line summary). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("vinstruct.commands.info", "show a checkpoint's configuration and parameter counts"),
+    "train": ("vinstruct.commands.train", "train a stage: feature alignment (pretrain) or end-to-end (finetune)"),
 }
 
 
