@@ -60,6 +60,7 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     import json
+    import os
 
     from vinstruct.train.config import load_config, parse_overrides
 
@@ -76,7 +77,7 @@ def run(args) -> int:
     from vinstruct.train import run_training
 
     result = run_training(config)
-    if result.checkpoint is not None:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
         print(f"model: {result.checkpoint}")
         print(f"metrics: {result.metrics}")
         if result.loss_curve:

@@ -82,6 +82,7 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
         tmp.mkdir(parents=True)
     env.barrier()
     save_state(rng_state(), tmp / f"rng-rank{env.rank}.safetensors")
+    env.barrier()  # every process's file is in place before rank 0 renames the directory
     model_state, optim_state = full_states(wrapped, optimizer, env)
     if env.is_main:
         # The model's own state dict keys (the training wrapper holds the model as `model.`).

@@ -149,6 +149,8 @@ def _coerce(key: str, value, where: str):
         if not isinstance(value, bool):
             raise VinstructError(f"{where}: {key} must be true or false, got {value!r}")
         return value
+    if isinstance(value, str) and kind.startswith(("int", "float")):
+        value = _number(value)  # YAML 1.1 reads "2e-3" (no dot) as a string
     if kind.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise VinstructError(f"{where}: {key} must be an integer, got {value!r}")
@@ -164,6 +166,15 @@ def _coerce(key: str, value, where: str):
             raise VinstructError(f"{where}: {key} must be a string, got {value!r}")
         return value
     return value
+
+
+def _number(text: str):
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 def update_config(config: TrainConfig, values: dict, where: str) -> TrainConfig:
@@ -208,9 +219,10 @@ def parse_overrides(items: list[str]) -> dict:
         key, raw = text.split("=", 1)
         key = key.replace("-", "_")
         try:
-            values[key] = yaml.safe_load(raw) if raw != "" else None
+            value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
-            values[key] = raw
+            value = raw
+        values[key] = _number(value) if isinstance(value, str) else value
     return values
 
 

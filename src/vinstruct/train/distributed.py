@@ -86,20 +86,24 @@ def _block_classes(module: nn.Module) -> set[str]:
     return names
 
 
-def wrap_model(step_module: nn.Module, env: DistEnv, find_unused: bool) -> nn.Module:
+def wrap_model(step_module: nn.Module, env: DistEnv) -> nn.Module:
     """Wrap the training module for the strategy (in place for FSDP2)."""
     if env.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [env.local_rank] if env.device.type == "cuda" else None
-        return DistributedDataParallel(step_module, device_ids=device_ids, find_unused_parameters=find_unused)
+        return DistributedDataParallel(step_module, device_ids=device_ids)
     if env.strategy == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
         mesh = init_device_mesh(env.device.type, (env.world_size,))
-        blocks = _block_classes(step_module)
-        for sub in list(step_module.modules()):
+        # Only the LLM's blocks get their own shard groups: every process runs them on every
+        # micro-batch. The (frozen) vision tower runs only on batches with images, which differ
+        # between processes, so it stays in the root group, gathered once per forward.
+        llm = step_module.model.llm
+        blocks = _block_classes(llm)
+        for sub in list(llm.modules()):
             if type(sub).__name__ in blocks:
                 fully_shard(sub, mesh=mesh)
         fully_shard(step_module, mesh=mesh)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,7 +158,7 @@ class _Trainer:
         self.plan = StepPlan(self.train_set.lengths, self.train_set.has_image, c.per_device_batch_size,
                              c.grad_accum, env.world_size, c.seed, c.group_by_length, c.group_window)
         total = self.plan.total_steps(c.epochs, c.max_steps)
-        self.wrapped = wrap_model(TrainStep(model), env, find_unused=True)
+        self.wrapped = wrap_model(TrainStep(model), env)
         optimizer = build_optimizer(self.wrapped, c.lr, c.projector_lr, c.weight_decay,
                                     (c.adam_beta1, c.adam_beta2), c.adam_eps)
         scheduler = build_scheduler(optimizer, c.lr_scheduler, c.warmup_ratio, total)
@@ -228,7 +229,11 @@ class _Trainer:
         grad_norm = clip_gradients(self.wrapped, c.max_grad_norm)
         if global_tokens:
             optimizer.step()
-        scheduler.step()
+            scheduler.step()
+        else:
+            with warnings.catch_warnings():  # the schedule keeps its pace over a skipped step
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return (env.sum(loss_sum) / global_tokens if global_tokens else float("nan")), grad_norm
 

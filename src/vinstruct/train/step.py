@@ -52,6 +52,10 @@ class TrainStep(nn.Module):
         supervised = targets != IGNORE_INDEX
         logits = model.llm.get_output_embeddings()(hidden[:, :-1][supervised])
         loss_sum = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        if features is None:
+            # A text-only batch does not use the projector; a zero-valued term keeps its parameters in
+            # the graph so that every process reduces the same gradients (DDP, FSDP).
+            loss_sum = loss_sum + sum(p.sum() for p in model.projector.parameters() if p.requires_grad) * 0.0
         return loss_sum, supervised.sum()
 
 
