@@ -111,3 +111,21 @@ def train_config(tiny_parts, tiny_llava_data, tmp_path):
         return config
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory):
+    """A tiny shapes world as a COCO-format set: 8 train images, '<color> <shape>' categories, 5 captions each.
+
+    Written by `vinstruct.world` (10 images split 8/1/1), or, where that is not installed, by a
+    stand-in that follows the same layout and fields.
+    """
+    root = tmp_path_factory.mktemp("coco")
+    try:
+        from vinstruct.world import generate_world
+    except ImportError:
+        from coco_shapes import write_tiny_coco
+
+        return write_tiny_coco(root, images=8, seed=0)
+    generate_world(root / "world", images=10, seed=0, size=64, progress=False)
+    return root / "world"

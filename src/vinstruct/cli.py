@@ -17,6 +17,9 @@ from vinstruct.errors import VinstructError
 # name -> (module, one-line summary). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("vinstruct.commands.info", "show a checkpoint's configuration and parameter counts"),
+    "teacher": ("vinstruct.commands.teacher", "serve the offline scripted teacher (OpenAI-compatible endpoint)"),
+    "generate": ("vinstruct.commands.generate", "generate LLaVA instruction data with a teacher LLM"),
+    "convert": ("vinstruct.commands.convert", "convert checkpoints: official LLaVA / llava-hf in, llava-hf out, LoRA merge"),
     "train": ("vinstruct.commands.train", "train a stage: feature alignment (pretrain) or end-to-end (finetune)"),
 }
 

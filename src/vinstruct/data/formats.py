@@ -81,11 +81,16 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def append_jsonl(handle, row: dict) -> None:
-    """Append one row and flush it to disk (journals that must survive kill -9)."""
+def append_jsonl(handle, row: dict, fsync: bool = True) -> None:
+    """Append one row and flush it (journals that must survive kill -9).
+
+    fsync=False leaves the row in the OS cache (safe against a killed process, not a
+    power cut) so that a caller can sync many rows at once.
+    """
     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     handle.flush()
-    os.fsync(handle.fileno())
+    if fsync:
+        os.fsync(handle.fileno())
 
 
 # ---- LLaVA instruction data ---------------------------------------------------------------------

@@ -74,7 +74,9 @@ class ImageProcessor:
 
     @property
     def mean_color(self) -> tuple[int, int, int]:
-        return tuple(int(round(x * 255)) for x in self.hf.image_mean)
+        # Truncated, not rounded: the official LLaVA code and transformers' LlavaImageProcessor
+        # both pad with int(mean * 255), and pixel-exact parity with them depends on it.
+        return tuple(int(x * 255) for x in self.hf.image_mean)
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
         """Preprocess RGB images into a [N, 3, H, W] float tensor."""

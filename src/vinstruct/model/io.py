@@ -231,10 +231,11 @@ def detect_format(path: str | os.PathLike) -> str:
         raise VinstructError(f"{config_path}: invalid JSON ({err.msg} at line {err.lineno})") from None
     if data.get("model_type") == MODEL_TYPE:
         return "vinstruct"
-    if data.get("model_type") == "llava":
-        return "llava-hf"
+    # Official configs come first: LLaVA-1.5 and NeXT configs also say model_type "llava".
     if "mm_vision_tower" in data or "mm_projector_type" in data or "mm_hidden_size" in data:
         return "official"
+    if data.get("model_type") == "llava":
+        return "llava-hf"
     raise VinstructError(
         f"{config_path}: unknown checkpoint format (model_type {data.get('model_type')!r}); expected a vinstruct "
         "checkpoint, a llava-hf (LlavaForConditionalGeneration) directory or an official LLaVA directory"

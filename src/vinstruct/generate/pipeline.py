@@ -1,0 +1,313 @@
+"""`vinstruct generate`: COCO-format set -> symbolic text -> teacher -> LLaVA instruction data.
+
+    plan = plan_run(options)        # images, prompts and one Task per teacher request
+    stats = generate(options)       # fetch what the cache lacks, assemble, filter, mix, write
+
+Everything after the fetch is a pure function of the cache, so a re-run (or a run after
+kill -9) writes exactly what an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vinstruct.data.coco import CocoImage, CocoSet
+from vinstruct.data.formats import append_jsonl, write_json, write_jsonl
+from vinstruct.data.symbolic import symbolic_for_image
+from vinstruct.errors import VinstructError
+from vinstruct.generate.client import TeacherClient, TeacherConfig, TeacherFailure, run_async
+from vinstruct.generate.filters import FilterConfig, check_sample
+from vinstruct.generate.journal import Journal, request_key
+from vinstruct.generate.mix import mix_samples, stats_path
+from vinstruct.generate.parse import ParseError, parse_reply
+from vinstruct.generate.prompts import ALL_TYPES, TEACHER_TYPES, PromptSet, prompt_hash
+from vinstruct.generate.samples import caption_samples, pack_by_image, stable_seed, teacher_sample
+from vinstruct.generate.stats import RunStats, TypeStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateOptions:
+    coco_dir: Path
+    out: Path
+    split: str = "train"
+    types: tuple[str, ...] = ALL_TYPES
+    per_image: dict[str, int] = field(default_factory=dict)  # type -> samples per image (default 1)
+    teacher: TeacherConfig | None = None
+    prompts_dir: Path | None = None
+    boxes_for: frozenset[str] = frozenset({"detail", "complex"})
+    seed: int = 0
+    shard: tuple[int, int] | None = None
+    limit: int | None = None
+    image_dir: Path | None = None
+    image_root: Path | None = None  # image paths in the output are relative to this (default: the output's folder)
+    cache: Path | None = None  # default: <out stem>.cache.jsonl beside the output
+    mix: dict[str, float] | None = None
+    pack: bool = False  # one multi-turn sample per image (teacher types; captions stay separate)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    skip_uncaptioned: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Task:
+    image: CocoImage
+    type: str
+    index: int
+    messages: list[dict]
+    seed: int
+    key: str
+    prompt_hash: str
+
+
+@dataclass
+class Plan:
+    images: list[CocoImage]
+    prompts: PromptSet
+    tasks: list[Task]
+    image_refs: dict
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """'2/8' -> (2, 8): the third of eight shards (0-based)."""
+    index, sep, count = spec.partition("/")
+    if not (sep and index.strip().isdigit() and count.strip().isdigit()):
+        raise VinstructError(f"--shard: expected I/N with 0 <= I < N (e.g. 0/4), got {spec!r}")
+    i, n = int(index), int(count)
+    if n < 1 or i >= n:
+        raise VinstructError(f"--shard: expected I/N with 0 <= I < N (e.g. 0/4), got {spec!r}")
+    return i, n
+
+
+def companion(out: Path, suffix: str) -> Path:
+    """data.json -> data.<suffix> (cache, partial output)."""
+    return out.with_name(f"{out.stem}.{suffix}")
+
+
+def _image_ref(image: CocoImage, base: Path) -> str:
+    return Path(os.path.relpath(image.path.resolve(), base.resolve())).as_posix()
+
+
+def _check_options(opts: GenerateOptions) -> None:
+    unknown = [t for t in opts.types if t not in ALL_TYPES]
+    if unknown or not opts.types:
+        raise VinstructError(f"unknown type(s) {', '.join(unknown) or '(none given)'}; expected some of {', '.join(ALL_TYPES)}")
+    for task, count in opts.per_image.items():
+        if task not in ALL_TYPES:
+            raise VinstructError(f"--per-image: unknown type {task!r}; expected one of {', '.join(ALL_TYPES)}")
+        if count < 0:
+            raise VinstructError(f"--per-image: {task} must be 0 or more, got {count}")
+    if any(t in TEACHER_TYPES for t in opts.types) and opts.teacher is None:
+        raise VinstructError(f"types {', '.join(t for t in opts.types if t in TEACHER_TYPES)} need a teacher: give --teacher-url")
+
+
+def plan_run(opts: GenerateOptions) -> Plan:
+    _check_options(opts)
+    coco = CocoSet.load(opts.coco_dir, opts.split, opts.image_dir, require_captions=not opts.skip_uncaptioned)
+    images = [img for img in coco.images if img.captions]
+    if opts.shard:
+        index, count = opts.shard
+        images = images[index::count]
+    if opts.limit is not None:
+        images = images[: opts.limit]
+    missing = [img for img in images if not img.path.is_file()]
+    if missing:
+        log.warning("%d of %d image files not found (e.g. %s); the output still refers to them",
+                    len(missing), len(images), missing[0].path)
+    prompts = PromptSet(opts.prompts_dir, opts.types)
+    base = opts.image_root or opts.out.parent
+    refs = {img.id: _image_ref(img, base) for img in images}
+    tasks = []
+    params = {"max_tokens": opts.teacher.max_tokens, "temperature": opts.teacher.temperature} if opts.teacher else {}
+    for image in images:
+        for task in (t for t in opts.types if t in TEACHER_TYPES):
+            with_boxes = task in opts.boxes_for
+            messages = prompts.messages(task, symbolic_for_image(image, with_boxes=with_boxes), with_boxes)
+            digest = prompt_hash(messages, params)
+            for index in range(opts.per_image.get(task, 1)):
+                key = request_key(opts.teacher.model, task, image.id, index, digest)
+                tasks.append(Task(image, task, index, messages, stable_seed(opts.seed, image.id, task, index) % 2**31,
+                                  key, digest))
+    return Plan(images, prompts, tasks, refs)
+
+
+def _row(task: Task, completion, model: str) -> dict:
+    return {"key": task.key, "model": model, "type": task.type, "image_id": task.image.id, "index": task.index,
+            "prompt_hash": task.prompt_hash, "text": completion.text, "finish_reason": completion.finish_reason,
+            "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+            "attempts": completion.attempts, "seconds": round(completion.seconds, 3)}
+
+
+def build_sample(plan: Plan, opts: GenerateOptions, task: Task, text: str, seen: set | None) -> tuple[dict | None, str | None]:
+    """(sample, None) or (None, reason) for one teacher reply."""
+    try:
+        pairs = parse_reply(task.type, text)
+    except ParseError as err:
+        return None, err.reason
+    reason = check_sample(task.type, pairs, opts.filters, seen)
+    if reason:
+        return None, reason
+    sample = teacher_sample(task.image, plan.image_refs[task.image.id], task.type, task.index, pairs,
+                            plan.prompts.detail_questions, opts.seed)
+    return sample, None
+
+
+async def fetch(tasks: list[Task], config: TeacherConfig, journal: Journal, on_row=None,
+                progress: bool = True) -> tuple[dict[str, str], dict]:
+    """Ask the teacher for every task; returns ({task key: failure reason}, client usage)."""
+    failures: dict[str, str] = {}
+    pending = iter(tasks)
+    bar = tqdm(total=len(tasks), unit="req", desc="teacher", disable=not progress, dynamic_ncols=True)
+    async with TeacherClient(config) as client:
+        async def worker():
+            for task in pending:  # a shared iterator: each task goes to exactly one worker
+                try:
+                    completion = await client.complete(task.messages, seed=task.seed)
+                except TeacherFailure as failure:
+                    failures[task.key] = failure.reason
+                else:
+                    row = _row(task, completion, config.model)
+                    journal.append(row)
+                    if on_row:
+                        on_row(task, row)
+                bar.update(1)
+                usage = client.usage
+                bar.set_postfix_str(f"failed={len(failures)} tokens={usage.prompt_tokens + usage.completion_tokens} "
+                                    f"${usage.cost:.3f}", refresh=False)
+
+        async def syncer():
+            while True:
+                await asyncio.sleep(1.0)
+                await journal.sync()
+
+        # Twice as many workers as request slots, so that a worker sleeping before a retry leaves no slot idle.
+        try:
+            async with asyncio.TaskGroup() as group:
+                sync_task = group.create_task(syncer())
+                workers = [group.create_task(worker()) for _ in range(min(len(tasks), 2 * config.concurrency))]
+                for w in workers:
+                    await w
+                sync_task.cancel()
+        except BaseExceptionGroup as errors:
+            # A fatal error in one worker (bad key, unknown model) stops them all: report that error itself.
+            raise _first_error(errors) from None
+        finally:
+            bar.close()
+            await journal.sync()
+        return failures, client.usage.as_dict()
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _assemble(plan: Plan, opts: GenerateOptions, journal: Journal | None, failures: dict[str, str],
+              stats: RunStats) -> list[dict]:
+    """All samples in a fixed order (image, type, index), counting what was kept and why not."""
+    tasks_by_image: dict = {}
+    for task in plan.tasks:
+        tasks_by_image.setdefault(task.image.id, []).append(task)
+    samples = []
+    for image in plan.images:
+        seen: set[str] = set()  # questions kept for this image: no two samples ask the same
+        for task_type in opts.types:
+            type_stats = stats.types[task_type]
+            if task_type == "caption":
+                made = caption_samples(image, plan.image_refs[image.id], plan.prompts.caption_instructions,
+                                       opts.per_image.get("caption", 1), opts.seed)
+                type_stats.tasks += len(made)
+                type_stats.kept += len(made)
+                samples += made
+                continue
+            for task in (t for t in tasks_by_image.get(image.id, []) if t.type == task_type):
+                type_stats.tasks += 1
+                row = journal.get(task.key) if journal else None
+                if row is None:
+                    type_stats.failed[failures.get(task.key, "not_fetched")] += 1
+                    continue
+                type_stats.prompt_tokens += row.get("prompt_tokens", 0)
+                type_stats.completion_tokens += row.get("completion_tokens", 0)
+                sample, reason = build_sample(plan, opts, task, row["text"], seen)
+                if sample is None:
+                    type_stats.dropped[reason] += 1
+                else:
+                    type_stats.kept += 1
+                    samples.append(sample)
+    return samples
+
+
+class _PartialOutput:
+    """<out>.partial.jsonl: samples as they arrive, so a long run can be inspected (the final JSON is authoritative)."""
+
+    def __init__(self, path: Path, initial: list[dict]):
+        self.path = path
+        write_jsonl(path, initial)
+        self._handle = open(path, "a", encoding="utf-8")
+
+    def add(self, sample: dict) -> None:
+        append_jsonl(self._handle, sample, fsync=False)
+
+    def close(self, remove: bool) -> None:
+        self._handle.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+def _fetch_missing(plan: Plan, opts: GenerateOptions, journal: Journal, stats: RunStats) -> dict[str, str]:
+    """Ask for every task the journal lacks, keeping <out>.partial.jsonl current; returns failures by key."""
+    pending = [t for t in plan.tasks if t.key not in journal]
+    for task in plan.tasks:
+        if task.key in journal:
+            stats.types[task.type].cached += 1
+    cached = [build_sample(plan, opts, t, journal.get(t.key)["text"], None)[0] for t in plan.tasks if t.key in journal]
+    partial = _PartialOutput(companion(opts.out, "partial.jsonl"), [s for s in cached if s])
+
+    def on_row(task, row):
+        stats.types[task.type].fetched += 1
+        sample, _ = build_sample(plan, opts, task, row["text"], None)
+        if sample:
+            partial.add(sample)
+
+    failures: dict[str, str] = {}
+    finished = False
+    try:
+        if pending:
+            failures, stats.client = run_async(fetch(pending, opts.teacher, journal, on_row, opts.progress))
+        finished = True
+    finally:
+        partial.close(remove=finished)  # kept after a crash or Ctrl-C, for inspection
+    return failures
+
+
+def generate(opts: GenerateOptions) -> RunStats:
+    """Run the whole pipeline; returns the statistics (also written beside the output)."""
+    started = time.monotonic()
+    plan = plan_run(opts)
+    teacher = opts.teacher
+    stats = RunStats({t: TypeStats() for t in opts.types}, teacher.price_in if teacher else 0.0,
+                     teacher.price_out if teacher else 0.0, images=len(plan.images))
+    journal = Journal(opts.cache or companion(opts.out, "cache.jsonl")) if plan.tasks else None
+    try:
+        failures = _fetch_missing(plan, opts, journal, stats) if journal is not None else {}
+        samples = _assemble(plan, opts, journal, failures, stats)
+    finally:
+        if journal is not None:
+            journal.close()
+    if opts.mix:
+        samples, stats.mixed = mix_samples(samples, opts.mix, opts.seed)
+    if opts.pack:
+        samples = pack_by_image(samples)
+    stats.samples = len(samples)
+    stats.seconds = time.monotonic() - started
+    write_json(opts.out, samples)
+    write_json(stats_path(opts.out), stats.as_dict())
+    return stats

@@ -1,0 +1,80 @@
+"""Per-type statistics of a generation run: kept, dropped by reason, failed, tokens, cost."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from vinstruct.generate.usage import cost_of
+
+
+@dataclass
+class TypeStats:
+    tasks: int = 0  # teacher requests this run needs (caption: samples made)
+    cached: int = 0  # replies found in the cache
+    fetched: int = 0  # replies fetched now
+    failed: Counter = field(default_factory=Counter)  # no reply after retries, by reason
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)  # reply unusable, by reason
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self, price_in: float, price_out: float) -> dict:
+        return {"tasks": self.tasks, "cached": self.cached, "fetched": self.fetched, "kept": self.kept,
+                "dropped": dict(sorted(self.dropped.items())), "failed": dict(sorted(self.failed.items())),
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cost": round(cost_of(self.prompt_tokens, self.completion_tokens, price_in, price_out), 6)}
+
+
+@dataclass
+class RunStats:
+    types: dict[str, TypeStats]
+    price_in: float = 0.0
+    price_out: float = 0.0
+    images: int = 0
+    samples: int = 0  # written to the output (after mixing)
+    mixed: dict[str, int] = field(default_factory=dict)
+    client: dict = field(default_factory=dict)  # all requests of this run, retries included
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"images": self.images, "samples": self.samples,
+                "types": {t: s.as_dict(self.price_in, self.price_out) for t, s in self.types.items()},
+                "mixed": self.mixed, "client": self.client, "seconds": round(self.seconds, 2)}
+
+    def table(self) -> str:
+        return stats_table(self.as_dict())
+
+
+def stats_table(stats: dict) -> str:
+    """A plain-text summary of a stats dict (also of merged shard stats)."""
+    lines = [f"{'type':<13}{'tasks':>7}{'cached':>8}{'kept':>8}{'tokens in':>11}{'tokens out':>11}{'cost':>10}"
+             "  dropped / failed"]
+    for task, s in stats["types"].items():
+        problems = [f"{r}={n}" for r, n in s["dropped"].items()] + [f"failed:{r}={n}" for r, n in s["failed"].items()]
+        lines.append(f"{task:<13}{s['tasks']:>7}{s['cached']:>8}{s['kept']:>8}{s['prompt_tokens']:>11}"
+                     f"{s['completion_tokens']:>11}{s['cost']:>10.4f}  {', '.join(problems) or '-'}")
+    lines.append(f"{stats['samples']} samples from {stats['images']} images")
+    client = stats.get("client") or {}
+    if client.get("requests"):
+        retries = ", ".join(f"{r}={n}" for r, n in client.get("retries", {}).items()) or "none"
+        lines.append(f"requests this run: {client['requests']} (retries: {retries}; cost ${client.get('cost', 0):.4f})")
+    return "\n".join(lines)
+
+
+def merge_stats(parts: list[dict]) -> dict:
+    """Add up the stats of shards."""
+    merged: dict = {"images": 0, "samples": 0, "types": {}, "mixed": {}, "client": {}, "seconds": 0.0}
+    for part in parts:
+        merged["images"] += part.get("images", 0)
+        merged["seconds"] = max(merged["seconds"], part.get("seconds", 0.0))
+        for task, s in part.get("types", {}).items():
+            into = merged["types"].setdefault(task, {"tasks": 0, "cached": 0, "fetched": 0, "kept": 0, "dropped": {},
+                                                     "failed": {}, "prompt_tokens": 0, "completion_tokens": 0,
+                                                     "cost": 0.0})
+            for key in ("tasks", "cached", "fetched", "kept", "prompt_tokens", "completion_tokens", "cost"):
+                into[key] += s.get(key, 0)
+            for key in ("dropped", "failed"):
+                for reason, n in s.get(key, {}).items():
+                    into[key][reason] = into[key].get(reason, 0) + n
+    return merged
