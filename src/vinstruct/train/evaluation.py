@@ -42,7 +42,7 @@ def held_out_loss(wrapped, source, env, batch_size: int, max_samples: int, autoc
             if batch.get("input_ids") is None:
                 continue
             with autocast():
-                loss, n = wrapped(**_model_inputs(batch, env.device))
+                loss, n = wrapped(**model_inputs(batch, env.device))
             if counts:
                 loss_sum, tokens = loss_sum + float(loss), tokens + int(n)
     wrapped.train(was_training)
@@ -50,7 +50,8 @@ def held_out_loss(wrapped, source, env, batch_size: int, max_samples: int, autoc
     return loss_sum / tokens if tokens else float("nan")
 
 
-def _model_inputs(batch: dict, device) -> dict:
+def model_inputs(batch: dict, device) -> dict:
+    """The tensors of a collated batch that the training module takes, on `device`."""
     keys = ("input_ids", "attention_mask", "labels", "pixel_values", "vision_features")
     return {k: batch[k].to(device) for k in keys if batch.get(k) is not None}
 

@@ -28,7 +28,7 @@ from vinstruct.train.config import TrainConfig, as_config
 from vinstruct.train.data import BatchSource, build_dataset, count_targets
 from vinstruct.train.distributed import (DistEnv, clip_gradients, full_states, gradient_sync, load_optimizer_state,
                                          setup_distributed, teardown_distributed, wrap_model)
-from vinstruct.train.evaluation import _model_inputs, held_out_loss, quick_exact_qa, resolve_hook, run_hooks
+from vinstruct.train.evaluation import model_inputs, held_out_loss, quick_exact_qa, resolve_hook, run_hooks
 from vinstruct.train.features import VisionFeatureCache
 from vinstruct.train.metrics import FlopModel, MetricsLog, measure_matmul_peak, plot_loss_curve
 from vinstruct.train.model_init import PROJECTOR_FILE, initial_model, save_projector_file
@@ -197,7 +197,7 @@ class _Trainer:
             if done % c.log_every == 0 or done == total:
                 row = self._log_row(done, loss, grad_norm, scheduler, window)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}",
-                                mfu=f"{100 * row['mfu']:.1f}%")
+                                tps=f"{row['tokens_per_s']:.0f}", mfu=f"{100 * row['mfu']:.1f}%")
             if c.eval_every and (done % c.eval_every == 0 or done == total):
                 self._evaluate(done)
             if c.save_every and done % c.save_every == 0 and done != total:
@@ -221,7 +221,7 @@ class _Trainer:
             batch = self._usable(batch, step)
             with gradient_sync(self.wrapped, env, enabled=index == len(micro) - 1):
                 with self.autocast():
-                    micro_loss, _ = self.wrapped(**_model_inputs(batch, env.device))
+                    micro_loss, _ = self.wrapped(**model_inputs(batch, env.device))
                 scale = env.world_size / global_tokens if global_tokens else 0.0
                 (micro_loss * scale).backward()
             loss_sum += float(micro_loss.detach())
