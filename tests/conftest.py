@@ -141,6 +141,64 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
+def tiny_llava_data(tmp_path_factory):
+    """A tiny LLaVA data set: coloured-shape PNGs, `pretrain.json` (caption pairs), `finetune.json`
+    (conversations, some text-only), `val.json` and `val_pretrain.json`, all in one directory."""
+    import json
+
+    from PIL import Image, ImageDraw
+
+    root = tmp_path_factory.mktemp("llava_data")
+    colors = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
+    shapes = ("circle", "square")
+    pretrain, finetune = [], []
+    for ci, (color, rgb) in enumerate(colors.items()):
+        for si, shape in enumerate(shapes):
+            name = f"{color}_{shape}.png"
+            img = Image.new("RGB", (32, 32), (255, 255, 255))
+            draw = ImageDraw.Draw(img)
+            box = (6 + ci, 6 + si, 26, 26)
+            (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=rgb)
+            img.save(root / name)
+            n = len(pretrain)
+            pretrain.append({"id": f"p{n}", "image": name, "conversations": [
+                {"from": "human", "value": "<image>\nDescribe the image briefly."},
+                {"from": "gpt", "value": f"a {color} {shape}."}]})
+            finetune.append({"id": f"f{n}", "image": name, "conversations": [
+                {"from": "human", "value": "<image>\nWhat color is the shape?"},
+                {"from": "gpt", "value": f"{color}."},
+                {"from": "human", "value": "What shape is it?"},
+                {"from": "gpt", "value": f"a {shape}."}]})
+    for i, text in enumerate(("how many objects are there", "what is a circle", "describe a square")):
+        finetune.append({"id": f"t{i}", "conversations": [{"from": "human", "value": text + "?"},
+                                                          {"from": "gpt", "value": "there is one object."}]})
+    (root / "pretrain.json").write_text(json.dumps(pretrain))
+    (root / "finetune.json").write_text(json.dumps(finetune))
+    (root / "val.json").write_text(json.dumps(finetune[:3]))
+    (root / "val_pretrain.json").write_text(json.dumps(pretrain[:3]))
+    return root
+
+
+@pytest.fixture
+def train_config(tiny_parts, tiny_llava_data, tmp_path):
+    """make(**options) -> a small, fast training config (dict) on the tiny parts and data."""
+    vision_dir, llm_dir = tiny_parts
+
+    def make(stage="finetune", **options):
+        config = {
+            "stage": stage, "vision": str(vision_dir), "llm": str(llm_dir),
+            "data": str(tiny_llava_data / ("pretrain.json" if stage == "pretrain" else "finetune.json")),
+            "output_dir": str(tmp_path / f"run-{stage}"), "per_device_batch_size": 4, "epochs": 2,
+            "lr": 2e-3 if stage == "pretrain" else 1e-3, "progress": False, "peak_flops": 1e11,
+            "loss_curve": False, "seed": 0,
+        }
+        config.update(options)
+        return config
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_coco(tmp_path_factory):
     """A tiny shapes world as a COCO-format set: 8 train images, '<color> <shape>' categories, 5 captions each.
 

@@ -16,15 +16,16 @@ from vinstruct.errors import VinstructError
 
 # name -> (module, one-line summary). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("vinstruct.commands.info", "show a checkpoint's configuration and parameter counts"),
     "teacher": ("vinstruct.commands.teacher", "serve the offline scripted teacher (OpenAI-compatible endpoint)"),
     "generate": ("vinstruct.commands.generate", "generate LLaVA instruction data with a teacher LLM"),
+    "train": ("vinstruct.commands.train", "train a stage: feature alignment (pretrain) or end-to-end (finetune)"),
     "predict": ("vinstruct.commands.predict", "batched answers to a question file (resumable)"),
     "eval": ("vinstruct.commands.eval", "evaluate a model: world exact QA, POPE, LLaVA-Bench, ScienceQA; compare runs"),
-    "convert": ("vinstruct.commands.convert", "convert checkpoints: official LLaVA / llava-hf in, llava-hf out, LoRA merge"),
     "chat": ("vinstruct.commands.chat", "chat with a model in the terminal (streaming, images, /save)"),
     "serve": ("vinstruct.commands.serve", "serve a model over an OpenAI-compatible HTTP API (batched)"),
     "ui": ("vinstruct.commands.ui", "chat with a model in a web page (Gradio)"),
+    "convert": ("vinstruct.commands.convert", "convert checkpoints: official LLaVA / llava-hf in, llava-hf out, LoRA merge"),
+    "info": ("vinstruct.commands.info", "show a checkpoint's configuration and parameter counts"),
 }
 
 

@@ -130,12 +130,13 @@ def model_from_config(config: LlavaConfig) -> LlavaModel:
 
 
 # ---- save ------------------------------------------------------------------------------------------
-def _unique_state_dict(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _unique_state_dict(model: torch.nn.Module, state_dict: dict | None = None
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """State dict without tied duplicates (safetensors refuses shared storage); returns aliases too."""
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in (model.state_dict() if state_dict is None else state_dict).items():
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
         if tensor.numel() and key in seen:
             aliases[name] = seen[key]
@@ -195,14 +196,19 @@ class _AtomicDir:
             self.abort()
 
 
-def save_model(model: LlavaModel, directory: str | os.PathLike, max_shard_size: int | str = "5GB") -> Path:
-    """Save a checkpoint directory atomically (written beside it, then renamed into place)."""
+def save_model(model: LlavaModel, directory: str | os.PathLike, max_shard_size: int | str = "5GB",
+               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save a checkpoint directory atomically (written beside it, then renamed into place).
+
+    state_dict: weights to write instead of model.state_dict() (a training run passes the full
+    weights gathered from shards, or LoRA-merged weights); keys as in our checkpoints.
+    """
     directory = Path(directory)
     model.config.text_config = sub_config_dict(model.llm.config)
     model.config.vision_config = sub_config_dict(model.vision_tower.config)
     with atomic_directory(directory) as tmp:
         model.config.save(tmp.path)
-        tensors, aliases = _unique_state_dict(model)
+        tensors, aliases = _unique_state_dict(model, state_dict)
         write_weights(tensors, tmp.path, aliases, max_shard_size)
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(str(tmp.path))

@@ -1,0 +1,102 @@
+"""Where a stage's model comes from, and the projector-only file stage 1 writes.
+
+A run starts from base encoders (`vision` + `llm`, optionally with a stage-1
+`projector_file`), from a checkpoint (`init_from`), or, when resuming, from its
+own latest training checkpoint.
+
+Projector-only file (`mm_projector.safetensors`): the projector's own state dict
+(keys as in `model.projector`, i.e. our checkpoint keys without the `projector.`
+prefix: `0.weight`, `0.bias`, `2.weight`, ... for mlp2x_gelu; `weight`, `bias` for
+linear) plus metadata naming the projector type and the feature selection it was
+trained with, which must match the model it is loaded onto.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from vinstruct.errors import VinstructError
+from vinstruct.model.io import build_model, load_model
+
+PROJECTOR_FILE = "mm_projector.safetensors"
+PROJECTOR_FORMAT = "vinstruct-projector"
+_MATCHING = ("projector_type", "vision_feature_layer", "vision_feature_select", "vision_feature_pool")
+
+
+def projector_metadata(model) -> dict[str, str]:
+    c = model.config
+    meta = {key: str(getattr(c, key)) for key in _MATCHING}
+    meta.update(format=PROJECTOR_FORMAT, vision_hidden=str(model.vision_tower.config.hidden_size),
+                llm_hidden=str(model.llm.config.hidden_size))
+    return meta
+
+
+def save_projector_file(model, path: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the projector weights alone (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = state if state is not None else model.projector.state_dict()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=projector_metadata(model))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_projector_file(model, path: str | os.PathLike) -> None:
+    """Load a projector-only file onto `model`, refusing a projector of another kind or shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise VinstructError(f"{path}: projector file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (OSError, ValueError) as err:
+        raise VinstructError(f"{path}: cannot read safetensors ({err})") from None
+    if meta.get("format") != PROJECTOR_FORMAT:
+        raise VinstructError(f"{path}: not a vinstruct projector file (metadata format {meta.get('format')!r}); "
+                             "official mm_projector.bin files go through `vinstruct convert`")
+    expected = projector_metadata(model)
+    for key in _MATCHING:
+        if meta.get(key) != expected[key]:
+            raise VinstructError(f"{path}: {key} is {meta.get(key)!r} but the model has {expected[key]!r}")
+    own = model.projector.state_dict()
+    if set(tensors) != set(own):
+        raise VinstructError(f"{path}: keys {sorted(tensors)} do not match the projector's {sorted(own)}")
+    for key, tensor in tensors.items():
+        if tensor.shape != own[key].shape:
+            raise VinstructError(f"{path}: {key!r} has shape {tuple(tensor.shape)}, "
+                                 f"the projector expects {tuple(own[key].shape)}")
+    model.projector.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+
+
+def initial_model(config, resume_model_dir: Path | None = None):
+    """The model a run starts from (fp32 master weights; autocast handles bf16)."""
+    if resume_model_dir is not None:
+        return load_model(resume_model_dir)
+    if config.init_from:
+        model = load_model(config.init_from)
+        if config.template:
+            model.config.template = config.template
+        return model
+    model = build_model(
+        config.vision, config.llm, projector=config.projector_type, vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select=config.vision_feature_select, vision_feature_pool=config.vision_feature_pool,
+        template=config.template or "vicuna_v1", image_aspect=config.image_aspect,
+        model_max_length=config.max_length,
+    )
+    if config.projector_file:
+        load_projector_file(model, config.projector_file)
+    return model

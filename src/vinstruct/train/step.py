@@ -1,0 +1,87 @@
+"""One micro-batch forward as a module (so DDP/FSDP see the whole computation), the optimizer
+and the learning-rate schedule.
+
+The forward returns the *sum* of token losses and the number of supervised
+tokens; the loop divides by the token count of the whole global batch, so the
+gradient is the same however the batch is split over processes and
+accumulation steps. Logits are computed only where a label is supervised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, \
+    get_linear_schedule_with_warmup
+
+from vinstruct.data.encoding import IGNORE_INDEX
+from vinstruct.model.llava import positions_from_mask
+from vinstruct.train.stages import vision_is_frozen
+
+
+class TrainStep(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def image_features(self, pixel_values, vision_features):
+        model = self.model
+        if vision_features is None:
+            if pixel_values is None:
+                return None
+            if vision_is_frozen(model):
+                with torch.no_grad():
+                    vision_features = model.vision_features(pixel_values)
+            else:
+                vision_features = model.vision_features(pixel_values)
+        projector_dtype = next(model.projector.parameters(), vision_features).dtype
+        return model.projector(vision_features.to(projector_dtype))
+
+    def forward(self, input_ids, attention_mask, labels, pixel_values=None, vision_features=None):
+        model = self.model
+        features = self.image_features(pixel_values, vision_features)
+        embeds = model.embed_inputs(input_ids, image_features=features)
+        hidden = model.llm.get_decoder()(
+            inputs_embeds=embeds, attention_mask=attention_mask,
+            position_ids=positions_from_mask(attention_mask), use_cache=False,
+        ).last_hidden_state
+        targets = labels[:, 1:]
+        supervised = targets != IGNORE_INDEX
+        logits = model.llm.get_output_embeddings()(hidden[:, :-1][supervised])
+        loss_sum = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        if features is None:
+            # A text-only batch does not use the projector; a zero-valued term keeps its parameters in
+            # the graph so that every process reduces the same gradients (DDP, FSDP).
+            loss_sum = loss_sum + sum(p.sum() for p in model.projector.parameters() if p.requires_grad) * 0.0
+        return loss_sum, supervised.sum()
+
+
+def _no_decay(name: str, param: torch.Tensor) -> bool:
+    return param.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
+
+
+def build_optimizer(wrapped: nn.Module, lr: float, projector_lr: float | None, weight_decay: float,
+                    betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; projector at its own lr; no decay on biases and norms."""
+    groups: dict[tuple[float, float], list] = {}
+    for name, param in wrapped.named_parameters():
+        if not param.requires_grad:
+            continue
+        group_lr = projector_lr if projector_lr is not None and ".projector." in f".{name}" else lr
+        decay = 0.0 if _no_decay(name, param) else weight_decay
+        groups.setdefault((group_lr, decay), []).append(param)
+    param_groups = [{"params": params, "lr": group_lr, "weight_decay": decay}
+                    for (group_lr, decay), params in sorted(groups.items())]
+    return torch.optim.AdamW(param_groups, lr=lr, betas=betas, eps=eps)
+
+
+def build_scheduler(optimizer, kind: str, warmup_ratio: float, total_steps: int):
+    warmup = math.ceil(warmup_ratio * total_steps)  # as transformers' Trainer counts warmup steps
+    if kind == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    if kind == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
