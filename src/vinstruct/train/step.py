@@ -44,6 +44,16 @@ class TrainStep(nn.Module):
         model = self.model
         features = self.image_features(pixel_values, vision_features)
         embeds = model.embed_inputs(input_ids, image_features=features)
+        loss_sum, supervised = self.token_loss(embeds, attention_mask, labels)
+        if features is None:
+            # A text-only batch does not use the projector; a zero-valued term keeps its parameters in
+            # the graph so that every process reduces the same gradients (DDP, FSDP).
+            loss_sum = loss_sum + sum(p.sum() for p in model.projector.parameters() if p.requires_grad) * 0.0
+        return loss_sum, supervised
+
+    def token_loss(self, embeds, attention_mask, labels):
+        """(sum of token losses, number of supervised tokens) of the LLM run on input embeddings."""
+        model = self.model
         hidden = model.llm.get_decoder()(
             inputs_embeds=embeds, attention_mask=attention_mask,
             position_ids=positions_from_mask(attention_mask), use_cache=False,
@@ -51,12 +61,7 @@ class TrainStep(nn.Module):
         targets = labels[:, 1:]
         supervised = targets != IGNORE_INDEX
         logits = model.llm.get_output_embeddings()(hidden[:, :-1][supervised])
-        loss_sum = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
-        if features is None:
-            # A text-only batch does not use the projector; a zero-valued term keeps its parameters in
-            # the graph so that every process reduces the same gradients (DDP, FSDP).
-            loss_sum = loss_sum + sum(p.sum() for p in model.projector.parameters() if p.requires_grad) * 0.0
-        return loss_sum, supervised.sum()
+        return F.cross_entropy(logits.float(), targets[supervised], reduction="sum"), supervised.sum()
 
 
 def _no_decay(name: str, param: torch.Tensor) -> bool:
