@@ -13,7 +13,9 @@ Options come from a YAML file (--config FILE or a preset name from configs/:
 llava_pretrain, llava_finetune, llava_finetune_lora, world_pretrain, world_finetune)
 and are overridden by --key=value (any option of the file, e.g. --lr=1e-4
 --per_device_batch_size=4 --save_every=100). The same command runs distributed
-under `torchrun --nproc_per_node N` (DDP; --strategy=fsdp for FSDP2).
+under `torchrun --nproc_per_node N` (DDP; --strategy=fsdp for FSDP2;
+--strategy=deepspeed --deepspeed_config=zero2|zero3 for DeepSpeed ZeRO, which
+needs `pip install deepspeed` and GPUs).
 
 examples:
   vinstruct train --stage pretrain --config world_pretrain --vision runs/base/vision \\
@@ -22,6 +24,8 @@ examples:
       --data runs/data/instruct.json --output_dir runs/stage2
   vinstruct train --config world_finetune --output_dir runs/stage2 --resume
   torchrun --nproc_per_node 2 -m vinstruct train --config llava_finetune ...
+  accelerate launch --num_processes 8 -m vinstruct train --config llava_finetune \\
+      --strategy=deepspeed --deepspeed_config=zero3 ...
 
 Outputs in output_dir: model/ (a checkpoint), metrics.jsonl, loss_curve.png,
 checkpoints/step-*/ (resumable), train_config.json; see docs/train.md."""

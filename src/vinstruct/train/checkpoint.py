@@ -3,7 +3,8 @@
   <output_dir>/checkpoints/step-000120/
     model/                  vinstruct checkpoint (for LoRA: base LLM + trained projector)
     adapter/                LoRA adapter in peft's format (LoRA runs only)
-    optimizer.safetensors   full optimizer state (see state_io)
+    optimizer.safetensors   full optimizer state (see state_io); under DeepSpeed instead
+    optimizer-rank<R>.safetensors  each process's optimizer partition
     rng-rank<R>.safetensors RNG states of each process
     trainer_state.json      step, epoch, scheduler, counters, the run's config
 A directory named step-* is complete by construction; leftovers of an
@@ -57,6 +58,11 @@ def remove_partial_saves(output_dir: str | Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def optimizer_file(checkpoint: Path, env: DistEnv) -> Path:
+    return checkpoint / (f"optimizer-rank{env.rank}.safetensors" if env.strategy == "deepspeed"
+                         else "optimizer.safetensors")
+
+
 def save_weights(model, wrapped_state: dict, directory: Path, merge_lora: bool) -> None:
     """Write `model/` (and `adapter/` for unmerged LoRA) under directory from a full state dict."""
     from vinstruct.model.io import save_model
@@ -82,13 +88,16 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
         tmp.mkdir(parents=True)
     env.barrier()
     save_state(rng_state(), tmp / f"rng-rank{env.rank}.safetensors")
+    if env.engine is not None:  # DeepSpeed: optimizer state stays partitioned, one file per process
+        save_state(env.engine.optimizer_state(), optimizer_file(tmp, env))
     env.barrier()  # every process's file is in place before rank 0 renames the directory
     model_state, optim_state = full_states(wrapped, optimizer, env)
     if env.is_main:
         # The model's own state dict keys (the training wrapper holds the model as `model.`).
         model_state = {k[len("model."):]: v for k, v in model_state.items() if k.startswith("model.")}
         save_weights(model, model_state, tmp, merge_lora=False)
-        save_state(optim_state, tmp / "optimizer.safetensors")
+        if optim_state is not None:
+            save_state(optim_state, optimizer_file(tmp, env))
         state = dict(trainer_state, step=step, scheduler=scheduler.state_dict(), world_size=env.world_size,
                      strategy=env.strategy)
         write_json(tmp / STATE_FILE, state)
@@ -116,9 +125,13 @@ def check_resumable(state: dict, config: dict, world_size: int, strategy: str, c
         if saved.get(key) != config.get(key):
             raise VinstructError(f"{checkpoint}: cannot resume: it was written with {key}={saved.get(key)!r}, "
                                  f"this run has {key}={config.get(key)!r}")
-    if (state.get("strategy") == "fsdp") != (strategy == "fsdp"):
-        raise VinstructError(f"{checkpoint}: cannot resume: written under strategy {state.get('strategy')!r}, "
-                             f"this run uses {strategy!r} (optimizer state is keyed differently)")
+    for keyed_apart in ("fsdp", "deepspeed"):
+        if (state.get("strategy") == keyed_apart) != (strategy == keyed_apart):
+            raise VinstructError(f"{checkpoint}: cannot resume: written under strategy {state.get('strategy')!r}, "
+                                 f"this run uses {strategy!r} (optimizer state is keyed differently)")
+    if strategy == "deepspeed" and state.get("world_size") != world_size:
+        raise VinstructError(f"{checkpoint}: cannot resume: its DeepSpeed optimizer partitions are for "
+                             f"{state.get('world_size')} processes, this run has {world_size}")
     if saved.get("grad_accum", 1) * state.get("world_size", 1) != config.get("grad_accum", 1) * world_size:
         raise VinstructError(f"{checkpoint}: cannot resume: the global batch changed "
                              f"(grad_accum x processes was {saved.get('grad_accum')} x {state.get('world_size')})")

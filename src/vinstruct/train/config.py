@@ -18,7 +18,7 @@ from vinstruct.errors import VinstructError
 
 STAGES = ("pretrain", "finetune")
 PRECISIONS = ("fp32", "bf16")
-STRATEGIES = ("auto", "single", "ddp", "fsdp")
+STRATEGIES = ("auto", "single", "ddp", "fsdp", "deepspeed")
 SCHEDULERS = ("cosine", "linear", "constant")
 LONG_SAMPLE_POLICIES = ("truncate", "skip")
 STAGE_TEMPLATE = {"pretrain": "plain"}  # stage 2 encodes with the model's own chat template
@@ -80,7 +80,8 @@ class TrainConfig:
     lora_target_modules: list[str] | str = "all-linear"
     lora_merge: bool = True
     # ---- distributed
-    strategy: str = "auto"  # auto: ddp under torchrun with >1 process, else single
+    strategy: str = "auto"  # auto: ddp under torchrun with >1 process, else single (deepspeed: see below)
+    deepspeed_config: str | None = None  # strategy deepspeed: a DeepSpeed JSON, or zero2 / zero3 (configs/deepspeed/)
     # ---- checkpoints
     save_every: int = 0  # steps; 0 = only at the end
     keep_last: int = 2
@@ -126,6 +127,8 @@ class TrainConfig:
                 raise VinstructError(f"{where}: {key} must be at least 1, got {getattr(self, key)}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise VinstructError(f"{where}: set epochs > 0 or max_steps > 0")
+        if self.deepspeed_config and self.strategy not in ("auto", "deepspeed"):
+            raise VinstructError(f"{where}: deepspeed_config goes with strategy deepspeed, not {self.strategy!r}")
         if self.lora and self.stage == "pretrain":
             raise VinstructError(f"{where}: LoRA applies to stage 2 (finetune); stage 1 trains the projector only")
         return self

@@ -1,9 +1,10 @@
-"""Training strategies behind one interface: single process, DDP, FSDP2 (`fully_shard`).
+"""Training strategies behind one interface: single process, DDP, FSDP2 (`fully_shard`), DeepSpeed ZeRO.
 
-The same command runs under `torchrun --nproc_per_node N`: the process group is
-initialised from torchrun's environment (NCCL on GPUs, gloo on CPUs). Strategy
-`auto` picks DDP when more than one process is running. Checkpoints always hold
-full (unsharded) weights and optimizer state, written by rank 0.
+The same command runs under `torchrun --nproc_per_node N` (or `accelerate launch`): the
+process group is initialised from the launcher's environment (NCCL on GPUs, gloo on CPUs).
+Strategy `auto` picks DDP when more than one process is running. Checkpoints always hold
+full (unsharded) weights, written by rank 0, and optimizer state: full under single, DDP and
+FSDP; one partition per process under DeepSpeed (deepspeed_engine.py says why and what differs).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -21,11 +23,17 @@ from vinstruct.errors import VinstructError
 
 @dataclass
 class DistEnv:
-    strategy: str  # single | ddp | fsdp
+    strategy: str  # single | ddp | fsdp | deepspeed
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    engine: Any = None  # strategy deepspeed: the DeepSpeedRun, once the model is prepared
+
+    @property
+    def sharded(self) -> bool:
+        """No process holds the whole model (FSDP, ZeRO-3): rank-0-only evaluation is skipped."""
+        return self.strategy == "fsdp" or (self.engine is not None and self.engine.sharded)
 
     @property
     def is_main(self) -> bool:
@@ -60,7 +68,8 @@ def setup_distributed(strategy: str) -> DistEnv:
     if strategy == "auto":
         strategy = "ddp" if world_size > 1 else "single"
     if strategy == "single" and world_size > 1:
-        raise VinstructError(f"strategy 'single' but {world_size} processes were started; use ddp or fsdp")
+        raise VinstructError(f"strategy 'single' but {world_size} processes were started; use ddp, fsdp or "
+                             "deepspeed")
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
@@ -86,8 +95,12 @@ def _block_classes(module: nn.Module) -> set[str]:
     return names
 
 
-def wrap_model(step_module: nn.Module, env: DistEnv) -> nn.Module:
-    """Wrap the training module for the strategy (in place for FSDP2)."""
+def wrap_model(step_module: nn.Module, env: DistEnv, cached_features: bool = False) -> nn.Module:
+    """Wrap the training module for the strategy (in place for FSDP2; DeepSpeed: see prepare_engine)."""
+    if env.strategy == "deepspeed":
+        from vinstruct.train.deepspeed_engine import AlignedTrainStep
+
+        return AlignedTrainStep(step_module.model, cached_features)
     if env.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -111,6 +124,24 @@ def wrap_model(step_module: nn.Module, env: DistEnv) -> nn.Module:
     return step_module
 
 
+def prepare_engine(wrapped: nn.Module, optimizer, cfg, env: DistEnv):
+    """DeepSpeed: (engine, its optimizer wrapper), the run kept in env.engine; others unchanged."""
+    if env.strategy != "deepspeed":
+        return wrapped, optimizer
+    from vinstruct.train.deepspeed_engine import prepare
+
+    engine, engine_optimizer, env.engine = prepare(wrapped, optimizer, cfg, env.world_size)
+    return engine, engine_optimizer
+
+
+def backward(loss: torch.Tensor, scale: float, env: DistEnv) -> None:
+    """(loss * scale).backward(); under DeepSpeed the engine's backward, which also steps at a boundary."""
+    if env.engine is not None:
+        env.engine.backward(loss, scale)
+        return
+    (loss * scale).backward()
+
+
 def unwrap(wrapped: nn.Module) -> nn.Module:
     return wrapped.module if hasattr(wrapped, "module") and isinstance(wrapped.module, nn.Module) else wrapped
 
@@ -118,6 +149,8 @@ def unwrap(wrapped: nn.Module) -> nn.Module:
 @contextlib.contextmanager
 def gradient_sync(wrapped: nn.Module, env: DistEnv, enabled: bool):
     """Skip the gradient all-reduce on accumulation steps that are not the last."""
+    if env.engine is not None:
+        env.engine.set_boundary(enabled)
     if env.strategy == "ddp" and not enabled:
         with wrapped.no_sync():
             yield
@@ -127,7 +160,9 @@ def gradient_sync(wrapped: nn.Module, env: DistEnv, enabled: bool):
     yield
 
 
-def clip_gradients(wrapped: nn.Module, max_norm: float) -> float:
+def clip_gradients(wrapped: nn.Module, max_norm: float, env: DistEnv | None = None) -> float:
+    if env is not None and env.engine is not None:
+        return env.engine.grad_norm()  # DeepSpeed clipped inside its step (gradient_clipping)
     params = [p for p in wrapped.parameters() if p.grad is not None]
     if not params:
         return 0.0
@@ -139,7 +174,10 @@ def clip_gradients(wrapped: nn.Module, max_norm: float) -> float:
 
 # ---- full state for checkpoints ---------------------------------------------------------------------
 def full_states(wrapped: nn.Module, optimizer, env: DistEnv) -> tuple[dict, dict]:
-    """(model state dict, optimizer state dict), complete on rank 0; collective under FSDP."""
+    """(model state dict, optimizer state dict), complete on rank 0; collective under FSDP and DeepSpeed,
+    whose optimizer state is saved per process instead (None here)."""
+    if env.engine is not None:
+        return env.engine.full_model_state(env.is_main), None
     if env.strategy != "fsdp":
         return unwrap(wrapped).state_dict(), optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
@@ -148,7 +186,10 @@ def full_states(wrapped: nn.Module, optimizer, env: DistEnv) -> tuple[dict, dict
     return get_state_dict(wrapped, optimizer, options=options)
 
 
-def load_optimizer_state(wrapped: nn.Module, optimizer, state: dict, env: DistEnv) -> None:
+def load_optimizer_state(wrapped: nn.Module, optimizer, state: dict, env: DistEnv, where: str = "") -> None:
+    if env.engine is not None:
+        env.engine.load_optimizer_state(state, where)
+        return
     if env.strategy != "fsdp":
         optimizer.load_state_dict(state)
         return

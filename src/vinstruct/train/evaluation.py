@@ -6,7 +6,7 @@
   are compared with `answer` after lower-casing and stripping punctuation/space.
 - hooks: callables (Python API) or "module:function" names (config), given the model.
 QA and hooks need the whole model in one process, so they run on rank 0 and are
-skipped under FSDP.
+skipped where the model is sharded (FSDP, DeepSpeed ZeRO-3).
 """
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ def resolve_hook(hook):
 
 
 def run_hooks(model, hooks, env) -> dict:
-    if env.strategy == "fsdp":
+    if env.sharded:
         if hooks:
-            log.warning("evaluation hooks are skipped under FSDP (the model is sharded)")
+            log.warning("evaluation hooks are skipped under %s (the model is sharded)", env.strategy)
         return {}
     results: dict = {}
     if env.is_main:

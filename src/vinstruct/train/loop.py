@@ -26,8 +26,10 @@ from vinstruct.train import checkpoint as ckpt
 from vinstruct.train import lora as lora_mod
 from vinstruct.train.config import TrainConfig, as_config
 from vinstruct.train.data import BatchSource, build_dataset, count_targets
-from vinstruct.train.distributed import (DistEnv, clip_gradients, full_states, gradient_sync, load_optimizer_state,
-                                         setup_distributed, teardown_distributed, wrap_model)
+from vinstruct.train.deepspeed_config import check_ds_config, effective_strategy
+from vinstruct.train.distributed import (DistEnv, backward, clip_gradients, full_states, gradient_sync,
+                                         load_optimizer_state, prepare_engine, setup_distributed,
+                                         teardown_distributed, wrap_model)
 from vinstruct.train.evaluation import model_inputs, held_out_loss, quick_exact_qa, resolve_hook, run_hooks
 from vinstruct.train.features import VisionFeatureCache
 from vinstruct.train.metrics import FlopModel, MetricsLog, measure_matmul_peak, plot_loss_curve
@@ -60,7 +62,10 @@ def run_training(config: TrainConfig | dict, eval_hooks: list | None = None) -> 
     cfg = as_config(config)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    env = setup_distributed(cfg.strategy)
+    strategy = effective_strategy(cfg)
+    if strategy == "deepspeed":
+        check_ds_config(cfg)  # before any model is loaded
+    env = setup_distributed(strategy)
     try:
         return _Trainer(cfg, env, eval_hooks or []).run()
     finally:
@@ -141,7 +146,8 @@ class _Trainer:
     def _restore(self, resume_dir: Path, optimizer, scheduler) -> int:
         state = ckpt.read_trainer_state(resume_dir)
         ckpt.check_resumable(state, self.cfg.to_dict(), self.env.world_size, self.env.strategy, resume_dir)
-        load_optimizer_state(self.wrapped, optimizer, load_state(resume_dir / "optimizer.safetensors"), self.env)
+        optimizer_file = ckpt.optimizer_file(resume_dir, self.env)
+        load_optimizer_state(self.wrapped, optimizer, load_state(optimizer_file), self.env, str(optimizer_file))
         scheduler.load_state_dict(state["scheduler"])
         rng_file = resume_dir / f"rng-rank{self.env.rank}.safetensors"
         set_rng_state(load_state(rng_file if rng_file.is_file() else resume_dir / "rng-rank0.safetensors"))
@@ -158,12 +164,13 @@ class _Trainer:
         self.plan = StepPlan(self.train_set.lengths, self.train_set.has_image, c.per_device_batch_size,
                              c.grad_accum, env.world_size, c.seed, c.group_by_length, c.group_window)
         total = self.plan.total_steps(c.epochs, c.max_steps)
-        self.wrapped = wrap_model(TrainStep(model), env)
+        self.flops = FlopModel.of(model)  # counted before ZeRO-3 partitions the parameters
+        self.wrapped = wrap_model(TrainStep(model), env, c.cache_vision_features)
         optimizer = build_optimizer(self.wrapped, c.lr, c.projector_lr, c.weight_decay,
                                     (c.adam_beta1, c.adam_beta2), c.adam_eps)
         scheduler = build_scheduler(optimizer, c.lr_scheduler, c.warmup_ratio, total)
+        self.wrapped, optimizer = prepare_engine(self.wrapped, optimizer, c, env)
         start = self._restore(resume_dir, optimizer, scheduler) if resume_dir is not None else 0
-        self.flops = FlopModel.of(model)
         self.peak = c.peak_flops or measure_matmul_peak(env.device, torch.bfloat16 if c.precision == "bf16"
                                                         else torch.float32)
         metrics_path = self.out / "metrics.jsonl"
@@ -223,10 +230,10 @@ class _Trainer:
                 with self.autocast():
                     micro_loss, _ = self.wrapped(**model_inputs(batch, env.device))
                 scale = env.world_size / global_tokens if global_tokens else 0.0
-                (micro_loss * scale).backward()
+                backward(micro_loss, scale, env)
             loss_sum += float(micro_loss.detach())
             self._count(batch, window)
-        grad_norm = clip_gradients(self.wrapped, c.max_grad_norm)
+        grad_norm = clip_gradients(self.wrapped, c.max_grad_norm, env)
         if global_tokens:
             optimizer.step()
             scheduler.step()
@@ -277,7 +284,7 @@ class _Trainer:
         if self.val_source is not None:
             row["eval_loss"] = held_out_loss(self.wrapped, self.val_source, self.env, c.per_device_batch_size,
                                              c.eval_max_samples, self.autocast)
-        if c.eval_questions and self.env.strategy != "fsdp" and self.env.is_main:
+        if c.eval_questions and not self.env.sharded and self.env.is_main:
             row.update(quick_exact_qa(self.model, c.eval_questions, c.image_dir, c.eval_max_questions))
         row.update(run_hooks(self.model, self.hooks, self.env))
         if len(row) > 2:
@@ -301,7 +308,8 @@ class _Trainer:
                 metrics_path: Path) -> TrainResult:
         c, env = self.cfg, self.env
         self._save_checkpoint(total, optimizer, scheduler)
-        model_state, _ = full_states(self.wrapped, optimizer, env) if env.strategy == "fsdp" else (None, None)
+        model_state, _ = full_states(self.wrapped, optimizer, env) if env.strategy in ("fsdp", "deepspeed") \
+            else (None, None)
         final = self.out / "model"
         projector = curve = adapter = None
         if env.is_main:
