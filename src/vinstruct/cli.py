@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("vinstruct.commands.serve", "serve a model over an OpenAI-compatible HTTP API (batched)"),
     "ui": ("vinstruct.commands.ui", "chat with a model in a web page (Gradio)"),
     "convert": ("vinstruct.commands.convert", "convert checkpoints: official LLaVA / llava-hf in, llava-hf out, LoRA merge"),
+    "demo": ("vinstruct.commands.demo", "run the whole method offline on the shapes world and write a report"),
     "info": ("vinstruct.commands.info", "show a checkpoint's configuration and parameter counts"),
 }
 
