@@ -16,6 +16,8 @@ from vinstruct.errors import VinstructError
 
 # name -> (module, one-line summary). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "world": ("vinstruct.commands.world", "generate the shapes world (COCO-format images, boxes, captions)"),
+    "bootstrap": ("vinstruct.commands.bootstrap", "train small base models (vision encoder + LM) on a world"),
     "info": ("vinstruct.commands.info", "show a checkpoint's configuration and parameter counts"),
 }
 
