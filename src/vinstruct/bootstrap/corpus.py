@@ -1,0 +1,45 @@
+"""World text for the tokenizer and the language model.
+
+Two kinds of documents, from one split's annotations:
+- captions, one per document;
+- chats in the Vicuna v1 template that later stages use: the first user turn
+  starts with a complete description of the scene (where an image will stand
+  later) and asks an exact question; further turns ask more. The LM so learns
+  the chat format and how to answer from what it was told about a scene.
+Only train (for training) and val (for held-out perplexity) are ever read here:
+test answers never reach the LM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vinstruct.bootstrap.worlddata import WorldSplit
+from vinstruct.data.templates import get_template
+from vinstruct.world.questions import scene_questions
+
+TURNS_PER_CHAT = 5
+
+
+def caption_documents(split: WorldSplit) -> list[str]:
+    return [caption for captions in split.captions for caption in captions]
+
+
+def chat_documents(split: WorldSplit, eos: str, seed: int, template: str = "vicuna_v1") -> list[str]:
+    """Vicuna-format chats about each scene: description + question, then more questions."""
+    chat = get_template(template)
+    docs = []
+    for index, (objects, captions) in enumerate(zip(split.objects, split.captions)):
+        rng = np.random.default_rng([seed, index])
+        questions = scene_questions(objects, split.image_size, rng)
+        order = rng.permutation(len(questions))
+        # The two complete captions say everything the questions ask about.
+        context = f"{captions[0]} {captions[1]}" if len(captions) > 1 else captions[0]
+        for start in range(0, len(order), TURNS_PER_CHAT):
+            turns = []
+            for k, q_index in enumerate(order[start:start + TURNS_PER_CHAT]):
+                question = questions[q_index]
+                text = f"{context}\n{question.text}" if k == 0 else question.text
+                turns += [("human", text), ("gpt", question.reply)]
+            docs.append("".join(segment for segment, _ in chat.render(turns, None, eos)))
+    return docs
