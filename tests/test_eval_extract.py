@@ -88,7 +88,8 @@ def test_normalization():
     ("red circle", "red", "color", True),              # a shape after the colour is not another colour
     ("red or blue", "red", "color", False),            # hedge
     ("reddish", "red", "color", False),                # word boundary
-    ("It is red", "red", "color", False),              # must start with the answer
+    ("It is red", "red", "color", True),               # the first colour word is the answer
+    ("The square is purple, not red.", "purple", "color", True),
     ("3", "3", "count", True),
     ("three", "3", "count", True),
     ("3 circles", "3", "count", True),
@@ -104,7 +105,14 @@ def test_normalization():
     ("No.", "no", "existence", True),
     ("no, yes", "no", "existence", False),
     ("left", "left", "position", True),
-    ("On the left", "left", "position", False),
+    ("On the left", "left", "position", True),
+    ("There are 3 shapes: a red circle and 2 blue squares.", "3", "count", True),
+    ("There is 1 star and 2 circles.", "1", "count", True),
+    ("1 and 2", "1", "count", False),
+    ("There are no circles.", "0", "count", True),
+    ("No. There is no green star here, but there is a red one.", "no", "existence", True),
+    ("Yes, there is one on the left.", "yes", "existence", True),
+    ("I cannot tell.", "yes", "existence", False),
     ("left or right", "left", "position", False),
     ("circles", "circle", "shape", True),
     ("crosses", "cross", "shape", True),
@@ -113,3 +121,13 @@ def test_normalization():
 ])
 def test_exact_match_rule(answer, gold, kind, expected):
     assert is_correct(answer, gold, kind, VOCAB) is expected
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("It is in the top left corner.", True),   # only the options the question names count
+    ("It is at the top.", False),              # no left/right answer at all
+    ("Left, or maybe right.", False),
+])
+def test_options_named_by_the_question(answer, expected):
+    question = "Is the red circle on the left or on the right side of the image?"
+    assert is_correct(answer, "left", "position", VOCAB, question) is expected

@@ -125,7 +125,7 @@ def build_questions(world_dir: str | os.PathLike, split: str, out_dir: str | os.
     return out_dir / "questions.jsonl", out_dir / "gold.jsonl"
 
 
-def score(gold: list[dict], answers: dict, world: WorldInfo) -> dict:
+def score(gold: list[dict], answers: dict, world: WorldInfo, questions: dict | None = None) -> dict:
     """Accuracy overall, per type, and on the unseen subset; unanswered questions are counted apart."""
     vocabulary = {"color": world.colors, "shape": world.shapes}
     records = []
@@ -133,7 +133,8 @@ def score(gold: list[dict], answers: dict, world: WorldInfo) -> dict:
         answer = answers.get(row["question_id"])
         if answer is None:
             continue
-        correct = exact.is_correct(answer["text"], row["answer"], row["type"], vocabulary)
+        asked = (questions or {}).get(row["question_id"], {}).get("text")
+        correct = exact.is_correct(answer["text"], row["answer"], row["type"], vocabulary, asked)
         records.append({**row, "correct": correct})
     unseen = [r for r in records if r["unseen"]]
     return {"overall": exact.overall(records), "by_type": exact.accuracy_table(records, "type"),
@@ -173,12 +174,13 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, sp
     options = PredictOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, conv_mode=conv_mode,
                              model_id=model_id)
     stats = predict(model, questions, out_dir / "answers.jsonl", coco_images, options, progress)
-    scores = score(gold, read_answers(out_dir / "answers.jsonl"), world)
+    by_id = {q["question_id"]: q for q in questions}
+    scores = score(gold, read_answers(out_dir / "answers.jsonl"), world, by_id)
     blind_scores, blind_stats = None, None
     if blind:
         blind_options = PredictOptions(**{**options.__dict__, "image_blind": True})
         blind_stats = predict(model, questions, out_dir / "answers_blind.jsonl", coco_images, blind_options, progress)
-        blind_scores = score(gold, read_answers(out_dir / "answers_blind.jsonl"), world)
+        blind_scores = score(gold, read_answers(out_dir / "answers_blind.jsonl"), world, by_id)
     metrics = {"accuracy": scores["overall"]["accuracy"], "unseen accuracy": scores["unseen"]["accuracy"]}
     metrics.update({f"{kind} accuracy": v["accuracy"] for kind, v in scores["by_type"].items()})
     if blind_scores:
