@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionModel
 
-from vinstruct.bootstrap.regions import AttributeHeads, region_table
+from vinstruct.bootstrap.regions import AttributeHeads, count_labels, region_table
 from vinstruct.bootstrap.schedule import adamw, warmup_cosine
 from vinstruct.bootstrap.worlddata import WorldSplit
 from vinstruct.model.vision import select_features
@@ -36,15 +36,16 @@ class ClipSettings:
     text_hidden: int = 128
     text_layers: int = 2
     embed_dim: int = 128
-    steps: int = 400
-    batch_size: int = 128
+    steps: int = 1000
+    batch_size: int = 32
     lr: float = 1e-3
-    warmup: int = 30
+    warmup: int = 50
     weight_decay: float = 0.1
     complete_captions: tuple[int, ...] = (0, 1)  # which of each image's captions to train on
     sincos_positions: bool = True  # start the position embeddings from 2-D sine-cosine codes
     region_weight: float = 1.0  # weight of the region attribute term (regions.py); 0 = captions only
     feature_layer: int = -2  # the layer whose patch tokens the region term trains (what LLaVA reads)
+    shape_weight: float = 3.0  # extra weight of shape in the region term (the slowest attribute to learn)
     region_pool: int = 2  # ... pooled as later stages are advised to pool them (16 tokens at 64 px, patch 8)
 
 
@@ -152,6 +153,7 @@ def train_clip(model: CLIPModel, pixels: torch.Tensor, split: WorldSplit, tokeni
     grid_side = -(-(split.image_size // settings.patch_size) // settings.region_pool)
     table = region_table(split, grid_side)
     head = AttributeHeads(settings.hidden)
+    counts = count_labels(split)
     generator = torch.Generator().manual_seed(seed)
     trained = torch.nn.ModuleList([model, head])
     optimizer = adamw(trained, settings.lr, settings.weight_decay)
@@ -175,8 +177,8 @@ def train_clip(model: CLIPModel, pixels: torch.Tensor, split: WorldSplit, tokeni
         if settings.region_weight > 0:
             rows, weights, labels = table.for_images(index)
             tokens = select_features(vision.hidden_states[settings.feature_layer], "patch", True, settings.region_pool)
-            parts = head(tokens, rows, weights, labels)
-            region = torch.stack(list(parts.values())).sum()
+            parts = head(tokens, rows, weights, labels, counts[index])
+            region = sum(settings.shape_weight * v if k == "shape" else v for k, v in parts.items())
             loss = loss + settings.region_weight * region
             region_value = float(region.detach())
             region_parts = {k: round(float(v.detach()), 3) for k, v in parts.items()}

@@ -16,7 +16,7 @@ import numpy as np
 
 from vinstruct.bootstrap.worlddata import WorldSplit
 from vinstruct.data.templates import get_template
-from vinstruct.world.questions import scene_questions
+from vinstruct.world.questions import CATEGORIES, scene_questions
 
 TURNS_PER_CHAT = 5
 
@@ -43,3 +43,22 @@ def chat_documents(split: WorldSplit, eos: str, seed: int, template: str = "vicu
                 turns += [("human", text), ("gpt", question.reply)]
             docs.append("".join(segment for segment, _ in chat.render(turns, None, eos)))
     return docs
+
+
+def text_qa_prompts(split: WorldSplit, eos: str, seed: int, limit: int,
+                    template: str = "vicuna_v1") -> tuple[list[str], list[str], list[str]]:
+    """Single-question chat prompts (description + question) with their answers and categories,
+    one question per scene, categories in turn: how well the LM reads a described scene."""
+    chat = get_template(template)
+    prompts, answers, categories = [], [], []
+    for index, (objects, captions) in enumerate(zip(split.objects[:limit], split.captions[:limit])):
+        rng = np.random.default_rng([seed, index])
+        questions = scene_questions(objects, split.image_size, rng)
+        wanted = CATEGORIES[index % len(CATEGORIES)]
+        pool = [q for q in questions if q.category == wanted] or questions
+        question = pool[int(rng.integers(len(pool)))]
+        context = f"{captions[0]} {captions[1]}" if len(captions) > 1 else captions[0]
+        prompts.append(chat.generation_prompt([("human", f"{context}\n{question.text}")], None, eos))
+        answers.append(question.answer)
+        categories.append(question.category)
+    return prompts, answers, categories

@@ -21,14 +21,14 @@ from vinstruct.bootstrap.schedule import adamw, warmup_cosine
 
 @dataclass
 class LmSettings:
-    hidden: int = 256
+    hidden: int = 192
     layers: int = 2
     heads: int = 4
-    intermediate: int = 768
+    intermediate: int = 512
     max_positions: int = 2048
     block: int = 256
     steps: int = 400
-    batch_size: int = 16
+    batch_size: int = 8
     lr: float = 2e-3
     warmup: int = 30
     weight_decay: float = 0.1
@@ -120,3 +120,11 @@ def complete(model: LlamaForCausalLM, tokenizer, prompts: list[str], max_new_tok
 
 def settings_dict(settings: LmSettings) -> dict:
     return asdict(settings)
+
+
+@torch.no_grad()
+def text_qa_accuracy(model: LlamaForCausalLM, tokenizer, prompts: list[str], answers: list[str]) -> float:
+    """Percent of prompts whose greedy reply starts with the expected answer (case-insensitive)."""
+    replies = complete(model, tokenizer, prompts, max_new_tokens=4)
+    right = sum(reply.lower().startswith(answer.lower()) for reply, answer in zip(replies, answers))
+    return round(100 * right / max(1, len(prompts)), 1)

@@ -20,7 +20,7 @@ from torch import nn
 
 from vinstruct.bootstrap.worlddata import WorldSplit
 from vinstruct.world.describe import horizontal, vertical
-from vinstruct.world.spec import COLORS, SHAPES, SIZES
+from vinstruct.world.spec import COLORS, MAX_OBJECTS, SHAPES, SIZES
 
 ATTRIBUTES: dict[str, list[str]] = {
     "shape": list(SHAPES),
@@ -92,9 +92,19 @@ class AttributeHeads(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
         self.heads = nn.ModuleDict({name: nn.Linear(hidden, len(values)) for name, values in ATTRIBUTES.items()})
+        self.count_norm = nn.LayerNorm(hidden)
+        self.count = nn.Linear(hidden, MAX_OBJECTS)
 
     def forward(self, grid_tokens: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor,
-                labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Cross-entropy per attribute for the regions (grid_tokens [B, G*G, D], weights [M, G*G])."""
+                labels: dict[str, torch.Tensor], counts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy per attribute for the regions (grid_tokens [B, G*G, D], weights [M, G*G]),
+        and for the number of objects from the mean of all tokens (counts [B], 0 = one object)."""
         pooled = self.norm(region_features(grid_tokens, rows, weights))
-        return {name: nn.functional.cross_entropy(head(pooled), labels[name]) for name, head in self.heads.items()}
+        losses = {name: nn.functional.cross_entropy(head(pooled), labels[name]) for name, head in self.heads.items()}
+        losses["count"] = nn.functional.cross_entropy(self.count(self.count_norm(grid_tokens.mean(1))), counts)
+        return losses
+
+
+def count_labels(split: WorldSplit) -> torch.Tensor:
+    """Object count per image as a class index (0 = one object)."""
+    return torch.tensor([min(len(objects), MAX_OBJECTS) - 1 for objects in split.objects], dtype=torch.long)

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vinstruct.bootstrap import clip as clip_mod
 from vinstruct.bootstrap import lm as lm_mod
-from vinstruct.bootstrap.corpus import caption_documents, chat_documents
+from vinstruct.bootstrap.corpus import caption_documents, chat_documents, text_qa_prompts
 from vinstruct.bootstrap.probe import majority_baseline, run_probes
 from vinstruct.bootstrap.tokenizer import train_bpe_tokenizer
 from vinstruct.bootstrap.worlddata import load_split, pixel_values
@@ -34,6 +34,7 @@ from vinstruct.model.vision import load_vision_tower
 from vinstruct.world.manifest import load_manifest
 
 LOG_NAME = "bootstrap_log.json"
+QA_PROMPTS = 120  # val scenes the LM is quizzed on (one question each) for the report
 
 
 @dataclass
@@ -112,7 +113,7 @@ def sample_prompts(val, eos: str) -> list[str]:
     chat = get_template("vicuna_v1").generation_prompt(
         [("human", f"{captions[0]} {captions[1] if len(captions) > 1 else ''}".strip() + "\n" + question.text)],
         None, eos)
-    return ["A", "Two", chat]
+    return ["A small", "Three shapes:", chat]
 
 
 def bootstrap_llm(train, val, tokenizer, settings: BootstrapSettings, directory: Path, progress: bool,
@@ -145,6 +146,8 @@ def bootstrap_llm(train, val, tokenizer, settings: BootstrapSettings, directory:
         "train_seconds": round(seconds, 1),
         "final_loss": losses[-1]["loss"] if losses else None,
         "perplexity_val": lm_mod.perplexity(saved, val_blocks),
+        "text_qa_val": lm_mod.text_qa_accuracy(saved, saved_tokenizer, *text_qa_prompts(val, eos, settings.seed + 2,
+                                                                                        QA_PROMPTS)[:2]),
         "samples": [{"prompt": p[-160:], "completion": c}
                     for p, c in zip(prompts, lm_mod.complete(saved, saved_tokenizer, prompts))],
     }
@@ -201,7 +204,8 @@ def format_report(report: dict) -> str:
         "  trained " + "  ".join(f"{x:>10}" for x in v["probe"].values()),
         "  random  " + "  ".join(f"{x:>10}" for x in v["probe_untrained"].values()),
         "  majority" + "  ".join(f"{x:>10}" for x in v["probe_majority"].values()),
-        f"llm     held-out perplexity {m['perplexity_val']} (vocab {m['vocab_size']}), samples:",
+        f"llm     held-out perplexity {m['perplexity_val']} (vocab {m['vocab_size']}); answers "
+        f"{m['text_qa_val']} % of val questions right when told the scene in words; samples:",
     ]
     lines += [f"          {s['prompt'][-60:]!r} -> {s['completion']!r}" for s in m["samples"]]
     return "\n".join(lines)
