@@ -18,13 +18,16 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionModel
+from transformers import CLIPConfig, CLIPModel, CLIPVisionModel
 
 from vinstruct.bootstrap.regions import AttributeHeads, count_labels, region_table
 from vinstruct.bootstrap.schedule import adamw, warmup_cosine
 from vinstruct.bootstrap.worlddata import WorldSplit
 from vinstruct.model.vision import select_features
 from vinstruct.quiet import quiet_transformers
+
+with quiet_transformers():  # without torchvision, importing it notes the PIL fallback we want anyway
+    from transformers import CLIPImageProcessor
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """World text for the tokenizer and the language model.
 
 Two kinds of documents, from one split's annotations:
-- captions, one per document;
+- captions, all of one scene's in one document;
 - chats in the Vicuna v1 template that later stages use: the first user turn
   starts with a complete description of the scene (where an image will stand
   later) and asks an exact question; further turns ask more. The LM so learns
@@ -22,7 +22,16 @@ TURNS_PER_CHAT = 5
 
 
 def caption_documents(split: WorldSplit) -> list[str]:
-    return [caption for captions in split.captions for caption in captions]
+    """One document per scene: its captions, one per line, in a seeded order.
+
+    Grouping them teaches the LM that later lines about a scene repeat what earlier ones said
+    (in-context copying). Stage 1 leans on exactly that skill: the frozen LM must turn the projected
+    image tokens in front of a caption into that caption's words."""
+    docs = []
+    for index, captions in enumerate(split.captions):
+        order = np.random.default_rng([7, index]).permutation(len(captions))
+        docs.append("\n".join(captions[i] for i in order))
+    return docs
 
 
 def chat_documents(split: WorldSplit, eos: str, seed: int, template: str = "vicuna_v1") -> list[str]:
