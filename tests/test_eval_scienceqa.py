@@ -1,6 +1,7 @@
 """ScienceQA: the reader on files in ScienceQA's own schema, the world emitter, the judge ensemble."""
 
 import json
+import re
 
 import pytest
 from eval_support import serve
@@ -104,3 +105,39 @@ def test_judge_ensemble_arbitrates_disagreements_over_http(tiny_world, tmp_path)
     assert result["ensemble"]["overall"]["accuracy"] == 100.0
     assert result["complement"]["overall"]["accuracy"] == 100.0
     assert not result["incomplete"]
+
+
+def test_world_training_samples_teach_the_evaluation_prompt(tiny_world):
+    from vinstruct.data.coco import CocoSet
+
+    scenes = [img for img in CocoSet.load(tiny_world, "train").images if img.objects]
+    both = sqa_world.training_samples(tiny_world, "train", seed=0)
+    one = sqa_world.training_samples(tiny_world, "train", seed=0, per_image=1)
+    assert len(both) == 2 * len(scenes) and len(one) == len(scenes)
+    assert 0 < sum("image" in s for s in one) < len(one)  # the two kinds alternate
+    for sample in both:
+        human, gpt = sample["conversations"]
+        text = human["value"].removeprefix("<image>\n")
+        assert text.endswith(scienceqa.ANSWER_INSTRUCTION) and "\nOptions:\nA. " in text
+        assert human["value"].startswith("<image>\n") == ("image" in sample)
+        if "image" in sample:
+            assert (tiny_world / sample["image"]).is_file()
+        letter = gpt["value"].removesuffix(".")
+        options = [line[3:] for line in text.splitlines() if len(line) > 3 and line[1:3] == ". "]
+        assert letter in "ABCDE"[:len(options)]
+    # the reply's letter is the right option: for colour questions, the colour of the named shape
+    by_id = {img.id: img for img in scenes}
+    checked = 0
+    for sample in both:
+        human, gpt = sample["conversations"]
+        match = re.search(r"What color is the (\w+) in the picture\?", human["value"])
+        if not match:
+            continue
+        scene = by_id[int(sample["id"].split("-")[1])]
+        colors = {o.attributes["color"] for o in scene.objects if o.attributes["shape"] == match.group(1)}
+        options = dict(line.split(". ", 1) for line in human["value"].splitlines() if re.match(r"^[A-E]\. ", line))
+        assert options[gpt["value"].removesuffix(".")] in colors
+        checked += 1
+    assert checked > 0
+    with pytest.raises(VinstructError, match="per_image"):
+        sqa_world.training_samples(tiny_world, "train", per_image=3)

@@ -44,6 +44,15 @@ class DemoPaths:
     def caption_only_data(self) -> Path:
         return self.data / "stage2_captions_only.json"
 
+    @property
+    def sqa_data(self) -> Path:
+        return self.data / "stage2_scienceqa.json"
+
+    @property
+    def stage2_mix(self) -> Path:
+        """What stage 2 trains on: the instruction data plus the ScienceQA-format problems."""
+        return self.data / "stage2_train.json"
+
 
 # ---- steps -------------------------------------------------------------------------------------
 def make_world(paths: DemoPaths, s: DemoSettings) -> dict:
@@ -62,7 +71,10 @@ def make_base_models(paths: DemoPaths, s: DemoSettings, say) -> dict:
     settings.clip = dataclasses.replace(settings.clip, steps=s.clip_steps)
     settings.lm = dataclasses.replace(settings.lm, steps=s.lm_steps)
     report = run_bootstrap(paths.world, paths.base, settings, overwrite=True, say=say)
-    return {key: report[key] for key in ("retrieval", "probes", "lm") if key in report}
+    vision, llm = report["vision"], report["llm"]
+    return {"vision": {"retrieval": vision["retrieval"], "probe": vision["probe"]},
+            "llm": {"perplexity_val": llm["perplexity_val"], "text_qa_val": llm.get("text_qa_val")},
+            "wall_seconds": report["wall_seconds"]}
 
 
 def make_data(paths: DemoPaths, s: DemoSettings, teacher_url: str) -> dict:
@@ -79,6 +91,15 @@ def make_data(paths: DemoPaths, s: DemoSettings, teacher_url: str) -> dict:
     # type so that counts, positions and absences are stated with certainty.
     stats["stage2"] = generate(GenerateOptions(out=paths.stage2_data, types=TEACHER_TYPES, teacher=teacher,
                                                boxes_for=frozenset(TEACHER_TYPES), pack=True, **common)).as_dict()
+    # The paper fine-tunes its ScienceQA model on ScienceQA's train split; here, problems in the same
+    # format about the train scenes, mixed into stage 2 so that one model answers both.
+    from vinstruct.data.formats import read_json, write_json
+    from vinstruct.eval.sqa_world import training_samples
+
+    sqa = training_samples(paths.world, "train", seed=s.seed, per_image=s.sqa_per_image)
+    write_json(paths.sqa_data, sqa)
+    write_json(paths.stage2_mix, read_json(paths.stage2_data) + sqa)
+    stats["scienceqa"] = {"samples": len(sqa), "with_image": sum("image" in x for x in sqa)}
     # Ablation data: the same images, caption expansion only (no instruction data).
     stats["caption_only"] = generate(GenerateOptions(out=paths.caption_only_data, types=("caption",),
                                                      per_image={"caption": 1}, **{**common, "seed": s.seed + 1})
@@ -114,7 +135,7 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
         timings["stage1"] = stage1.timings
         result["stage1_metrics"] = str(stage1.metrics)
         result["stage1_curve"] = str(stage1.loss_curve) if stage1.loss_curve else None
-    data = paths.stage2_data if recipe.stage2_data == "instruct" else paths.caption_only_data
+    data = paths.stage2_mix if recipe.stage2_data == "instruct" else paths.caption_only_data
     overrides = {"data": str(data), "output_dir": str(run_dir / "stage2"), "epochs": s.stage2_epochs * recipe.scale,
                  "lr": s.stage2_lr, "per_device_batch_size": s.stage2_batch, "num_threads": s.threads,
                  "image_dir": str(paths.world), "seed": s.seed, "eval_every": 0}
@@ -144,6 +165,8 @@ def full_evaluation(model_dir: str, paths: DemoPaths, s: DemoSettings, url: str)
 
 # ---- the whole demo ------------------------------------------------------------------------------
 ABLATIONS = {
+    "same_budget": lambda scale: Recipe("same_budget", scale=scale,
+                                        note="the full recipe on the ablations' stage-2 budget (their reference)"),
     "no_stage1": lambda scale: Recipe("no_stage1", stage1=False, scale=scale,
                                       note="stage 2 straight from the base encoders (projector untrained)"),
     "caption_only": lambda scale: Recipe("caption_only", stage2_data="captions", scale=scale,
@@ -172,7 +195,7 @@ def run_demo(out: str | os.PathLike, settings: DemoSettings, say: Callable[[str]
     with scripted_server() as url:  # stopped when the block ends: normally, on errors and on Ctrl-C
         say(f"scripted teacher and judge serving at {url}")
         log.run("data", "generate stage-1 (caption expansion) and stage-2 (instruction) data through the teacher",
-                [paths.stage1_data, paths.stage2_data, paths.caption_only_data],
+                [paths.stage1_data, paths.stage2_data, paths.stage2_mix, paths.caption_only_data],
                 lambda: make_data(paths, settings, url))
         full = log.run("train_full", "stage 1 (feature alignment) then stage 2 (end-to-end instruction tuning)",
                        [paths.runs / "full" / "stage2" / "model"],
@@ -181,7 +204,7 @@ def run_demo(out: str | os.PathLike, settings: DemoSettings, say: Callable[[str]
                 [paths.eval / "full" / "summary.md"], lambda: full_evaluation(full["model"], paths, settings, url))
         for name in settings.ablations:
             recipe = ABLATIONS[name](settings.ablation_scale)
-            shared_stage1 = Path(full["stage1_model"]) if name == "caption_only" else None
+            shared_stage1 = Path(full["stage1_model"]) if name in ("caption_only", "same_budget") else None
             trained = log.run(f"train_{name}", f"ablation: {recipe.note}", [paths.runs / name / "stage2" / "model"],
                               lambda r=recipe, s1=shared_stage1: train_recipe(r, paths, settings, s1))
             log.run(f"eval_{name}", f"evaluate ablation {name} (world exact QA)",

@@ -138,3 +138,43 @@ def build_problems(world_dir: str | os.PathLike, split: str, out_dir: str | os.P
     write_json(out_dir / "problems.json", problems)
     write_json(out_dir / "pid_splits.json", {name: (pids if name == split else []) for name in ("train", "val", split)})
     return out_dir / "problems.json", out_dir / "pid_splits.json"
+
+
+def training_samples(world_dir: str | os.PathLike, split: str = "train", seed: int = 0,
+                     per_image: int = 2) -> list[dict]:
+    """LLaVA samples that teach the ScienceQA answer format on a split's scenes.
+
+    The paper fine-tunes its ScienceQA model on ScienceQA's train split; this is the world's
+    equivalent: the evaluation's own prompt (context, question, lettered options, the answer
+    instruction) as the human turn, "<letter>." as the reply. Image paths are relative to the
+    world directory (images/<split>/<file>), so the world is the training image_dir. With
+    per_image=1, scenes alternate between the image kind and the text kind.
+    """
+    if per_image not in (1, 2):
+        raise VinstructError(f"per_image must be 1 or 2, got {per_image}")
+    from vinstruct.eval.scienceqa import Problem, prompt
+
+    world = WorldInfo.load(world_dir)
+    root = Path(world_dir)
+    samples = []
+    for image in CocoSet.load(world_dir, split).images:
+        if not image.objects:
+            continue
+        rng = random.Random(f"{seed}-sqa-train-{image.id}")
+        objects = objects_of_image(image)
+        problems = (("image", image_problem(objects, world, rng)), ("text", text_problem(image, objects, world, rng)))
+        if per_image == 1:
+            problems = (problems[len(samples) % 2],)
+        for kind, raw in problems:
+            if raw is None:
+                continue
+            problem = Problem(f"{image.id}-{kind}", raw["question"], raw["choices"], raw["answer"], raw["hint"],
+                              raw["image"], raw["subject"], raw["grade"])
+            text = prompt(problem)
+            sample = {"id": f"sqa-{problem.pid}", "conversations": [
+                {"from": "human", "value": f"<image>\n{text}" if problem.image else text},
+                {"from": "gpt", "value": f"{problem.answer_letter}."}]}
+            if problem.image:
+                sample["image"] = Path(os.path.relpath(image.path, root)).as_posix()
+            samples.append(sample)
+    return samples

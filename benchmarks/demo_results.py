@@ -1,0 +1,89 @@
+"""The demo's section of docs/RESULTS.md: time per stage and the quality table of finished demo runs.
+
+    make demo && make demo-quick
+    python benchmarks/demo_results.py runs/demo runs/demo-quick     # -> docs/results/demo.md
+    python benchmarks/run_all.py <names>                            # (or make bench) reassembles RESULTS.md
+
+Every number is read from the run directories (demo_log.json and the evaluation results.json files).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ABLATIONS = ["no_stage1", "caption_only", "linear_projector", "last_layer"]
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
+
+
+def run_summary(run: Path) -> dict:
+    log = _read(run / "demo_log.json")
+    if log is None:
+        raise SystemExit(f"{run}: no demo_log.json (run `vinstruct demo --out {run}` first)")
+    steps = {name: rec.get("seconds") for name, rec in log["steps"].items() if rec.get("status") == "done"}
+    metrics = {}
+    for suite in ("world", "pope", "llava-bench", "scienceqa"):
+        result = _read(run / "eval" / "full" / suite / "results.json")
+        metrics[suite] = result["metrics"] if result else {}
+    for name in ABLATIONS:
+        result = _read(run / "eval" / name / "results.json")
+        metrics[name] = result["metrics"] if result else {}
+    return {"name": run.name, "size": log["meta"]["settings"]["name"], "machine": log["meta"].get("machine"),
+            "started": log["meta"].get("started"), "steps": steps, "metrics": metrics}
+
+
+def section(runs: list[dict]) -> str:
+    lines = ["## Demo (`make demo`, `make demo-quick`)", ""]
+    for r in runs:
+        lines.append(f"- `{r['name']}` (size `{r['size']}`), started {r['started']} on {r['machine']}: "
+                     f"**{sum(r['steps'].values()) / 60:.1f} minutes** of step wall time.")
+    names = sorted({step for r in runs for step in r["steps"]}, key=lambda s: min(
+        list(r["steps"]).index(s) if s in r["steps"] else 99 for r in runs))
+    lines += ["", "Seconds per step:", "", "| step | " + " | ".join(r["size"] for r in runs) + " |",
+              "|---|" + "---|" * len(runs)]
+    lines += [f"| {s} | " + " | ".join(_fmt(r["steps"].get(s)) for r in runs) + " |" for s in names]
+    lines += [f"| **total** | " + " | ".join(f"{sum(r['steps'].values()):.0f}" for r in runs) + " |"]
+    rows = [
+        ("world exact QA, all (held-out test split) %", "world", "accuracy"),
+        ("· image-blind (same questions, no image) %", "world", "image-blind accuracy"),
+        ("· unseen shape-colour pairs %", "world", "unseen accuracy"),
+        ("· count / color / shape %", "world", ("count accuracy", "color accuracy", "shape accuracy")),
+        ("· position / existence %", "world", ("position accuracy", "existence accuracy")),
+        ("POPE accuracy random / popular / adversarial %", "pope",
+         ("random accuracy", "popular accuracy", "adversarial accuracy")),
+        ("LLaVA-Bench-style relative score (scripted judge) %", "llava-bench", "relative score"),
+        ("· conversation / detail / complex %", "llava-bench",
+         ("conversation relative", "detail relative", "complex relative")),
+        ("ScienceQA-format: model / judge ensemble %", "scienceqa", ("accuracy", "ensemble accuracy")),
+    ] + [(f"ablation {name}: world exact QA %", name, "accuracy") for name in ABLATIONS]
+    lines += ["", "Quality:", "", "| measure | " + " | ".join(r["size"] for r in runs) + " |",
+              "|---|" + "---|" * len(runs)]
+    for label, suite, keys in rows:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        cells = [" / ".join(_fmt(r["metrics"][suite].get(k)) for k in keys) for r in runs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    text = section([run_summary(Path(a)) for a in argv])
+    out = ROOT / "docs" / "results" / "demo.md"
+    out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
