@@ -1,7 +1,7 @@
 """The demo's section of docs/RESULTS.md: time per stage and the quality table of finished demo runs.
 
     make demo && make demo-quick
-    python benchmarks/demo_results.py runs/demo runs/demo-quick     # -> docs/results/demo.md
+    python benchmarks/demo_results.py runs/demo runs/demo-quick     # -> docs/results/demo.md, train_world.md
     python benchmarks/run_all.py <names>                            # (or make bench) reassembles RESULTS.md
 
 Every number is read from the run directories (demo_log.json and the evaluation results.json files).
@@ -74,6 +74,44 @@ def section(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def training_section(run: Path) -> str:
+    """Stage 1 and stage 2 of the demo's full recipe with the world presets: steps, time, loss, speed, curves."""
+    import shutil
+    import statistics
+
+    log = _read(run / "demo_log.json")
+    result = log["steps"]["train_full"]["result"]
+    rows = []
+    for stage, title in (("stage1", "1: projector only (`world_pretrain`)"), ("stage2", "2: projector + LLM (`world_finetune`)")):
+        metrics = [json.loads(line) for line in Path(result[f"{stage}_metrics"]).read_text().splitlines() if line]
+        train = [m for m in metrics if m.get("kind") == "train"]
+        timing = result["timings"][stage]
+        rows.append(f"| {title} | {train[-1]['step']} | {train[-1]['epoch']:.1f} | {timing['total_s']:.0f} s | "
+                    f"{train[0]['loss']:.2f} → {train[-1]['loss']:.2f} | "
+                    f"{statistics.median(m['tokens_per_s'] for m in train):,.0f} | "
+                    f"{100 * statistics.median(m['mfu'] for m in train):.0f} % |")
+        curve = Path(result[f"{stage}_curve"])
+        if curve.is_file():
+            shutil.copyfile(curve, ROOT / "docs" / "results" / f"train_world_{stage}_loss.png")
+    return "\n".join([
+        "## Training presets on the shapes world",
+        "",
+        f"The full recipe of the `{log['meta']['settings']['name']}` demo run ({run.name}, started "
+        f"{log['meta'].get('started')}, {log['meta'].get('machine')}): the `world_pretrain` and "
+        "`world_finetune` presets on the bootstrapped base encoders, stage-2 data from the scripted teacher "
+        "plus ScienceQA-format problems. Tokens/s and MFU are medians of the logged intervals (MFU against "
+        "the matmul peak measured at the start of each run).",
+        "",
+        "| stage | steps | epochs | time | loss first → last logged | tokens/s | MFU |",
+        "|---|---:|---:|---:|---|---:|---:|",
+        *rows,
+        "",
+        "![stage-1 loss](train_world_stage1_loss.png)",
+        "![stage-2 loss](train_world_stage2_loss.png)",
+        "",
+    ])
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
@@ -81,6 +119,7 @@ def main(argv: list[str]) -> int:
     text = section([run_summary(Path(a)) for a in argv])
     out = ROOT / "docs" / "results" / "demo.md"
     out.write_text(text)
+    (ROOT / "docs" / "results" / "train_world.md").write_text(training_section(Path(argv[0])))
     print(text)
     return 0
 

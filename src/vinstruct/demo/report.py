@@ -7,7 +7,6 @@ here except the paper's published figures, which are labelled as such.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from vinstruct.data.formats import atomic_write_text, read_json, read_jsonl
@@ -19,6 +18,15 @@ PAPER_LLAVA_BENCH = {"conversation": 83.1, "detail": 75.3, "complex": 96.5, "all
 PAPER_SQA = {"model": 90.92, "ensemble": 92.53}  # ScienceQA test: LLaVA alone; + GPT-4 judge ensemble
 PAPER_SQA_ABLATIONS = {"no_stage1": 85.81, "last_layer": 89.96, "full": 90.92}  # ScienceQA ablations
 PAPER_BENCH_ABLATIONS = {"full": 85.1, "no instruction tuning": 21.5}  # LLaVA-Bench (COCO) by training data
+
+
+def _enlarged_copy(src: Path, dst: Path, side: int = 256) -> None:
+    """The example image scaled up (pixels kept sharp) so that a 64-px scene is readable in the report."""
+    from PIL import Image
+
+    with Image.open(src) as image:
+        factor = max(1, side // max(image.size))
+        image.resize((image.width * factor, image.height * factor), Image.NEAREST).save(dst)
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -80,7 +88,8 @@ def _base_section(paths) -> str:
         qa = lm.get("text_qa_val")
         told = f"; answers {_fmt(qa)} % of held-out questions right when told the scene in words" if qa is not None else ""
         sample = next((s for s in lm.get("samples", []) if "ASSISTANT" in s.get("prompt", "")), None)
-        shown = f"; sample: “…{sample['prompt'][-90:].strip()} → {sample['completion'].strip()}”" if sample else ""
+        shown = (f"; sample: “…{' '.join(sample['prompt'][-90:].split())} → {' '.join(sample['completion'].split())}”"
+                 if sample else "")
         lines.append(f"- Language model (Llama, {_count(lm.get('parameters'))} parameters, vocabulary "
                      f"{lm.get('vocab_size', '?')}): held-out perplexity **{_fmt(lm.get('perplexity_val'), 2)}**"
                      f"{told}{shown}")
@@ -230,7 +239,7 @@ def _examples_section(paths, settings: DemoSettings) -> str:
         if not src.is_file():
             continue
         dst = assets / f"example_{Path(image).name}"
-        shutil.copyfile(src, dst)
+        _enlarged_copy(src, dst)
         lines += [f"![{image}]({_rel(paths, dst)})", "", "| question | model | expected |", "|---|---|---|"]
         for q, a, g in items[:4]:
             lines.append(f"| {q['text']} | {a['text'].strip()} | {g.get('answer', '')} |")
