@@ -11,10 +11,8 @@ vinstruct -> llava-hf -> vinstruct round trip is bit-exact.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -22,16 +20,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 7
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run_all import machine  # noqa: E402  (the same machine line as docs/RESULTS.md)
+from run_all import machine, median_seconds  # noqa: E402  (the same machine line as docs/RESULTS.md)
 
 
 def _median_seconds(action) -> float:
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(action, REPEATS)
 
 
 def main() -> int:

@@ -17,6 +17,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def median_seconds(action, repeats: int, warmup: bool = False) -> float:
+    """Median wall time of `repeats` calls of action (after one untimed call when warmup)."""
+    import statistics
+    import time
+
+    if warmup:
+        action()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -45,7 +60,9 @@ def main(argv: list[str]) -> int:
         "# Results",
         "",
         "Numbers measured by `make bench` (benchmarks/) and `make demo`. Speed figures are ratios against a",
-        "baseline measured in the same run on the same machine; absolute times name their machine.",
+        "baseline measured in the same run on the same machine; absolute times name their machine. The demo",
+        "sections come from `python benchmarks/demo_results.py runs/demo runs/demo-quick` after `make demo` and",
+        "`make demo-quick`.",
         "",
         f"Last collected: {datetime.date.today().isoformat()} on {machine()}.",
         "",
