@@ -31,7 +31,7 @@ class DemoSettings:
     # evaluation (test-split images per suite) and ablations
     eval_images: int = 200
     bench_images: int = 30
-    ablation_scale: float = 0.25  # ablations train this fraction of the full recipe's stage-2 epochs
+    ablation_scale: float = 0.2  # ablations train this fraction of the full recipe's stage-2 epochs
     # "same_budget" (the full recipe trained as long as the ablations) is their fair reference.
     ablations: tuple[str, ...] = ("same_budget", "no_stage1", "caption_only", "linear_projector", "last_layer")
     examples: int = 5
