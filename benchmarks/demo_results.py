@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ABLATIONS = ["no_stage1", "caption_only", "linear_projector", "last_layer"]
+ABLATIONS = ["same_budget", "no_stage1", "caption_only", "linear_projector", "last_layer"]
 
 
 def _read(path: Path) -> dict | None:
@@ -37,7 +37,8 @@ def run_summary(run: Path) -> dict:
     for name in ABLATIONS:
         result = _read(run / "eval" / name / "results.json")
         metrics[name] = result["metrics"] if result else {}
-    return {"name": run.name, "size": log["meta"]["settings"]["name"], "machine": log["meta"].get("machine"),
+    return {"name": run.name, "size": log["meta"]["settings"]["name"],
+            "ablation_scale": log["meta"]["settings"]["ablation_scale"], "machine": log["meta"].get("machine"),
             "started": log["meta"].get("started"), "steps": steps, "metrics": metrics}
 
 
@@ -46,9 +47,12 @@ def section(runs: list[dict]) -> str:
     for r in runs:
         lines.append(f"- `{r['name']}` (size `{r['size']}`), started {r['started']} on {r['machine']}: "
                      f"**{sum(r['steps'].values()) / 60:.1f} minutes** of step wall time.")
+    lines.append("- Ablations train a fraction of the full recipe's stage-2 epochs (`--ablation-scale`; `same_budget` is "
+                 "the full recipe trained as long, their reference): "
+                 + ", ".join(f"`{r['name']}` {r['ablation_scale']:.2g}" for r in runs) + ".")
     names = sorted({step for r in runs for step in r["steps"]}, key=lambda s: min(
         list(r["steps"]).index(s) if s in r["steps"] else 99 for r in runs))
-    lines += ["", "Seconds per step:", "", "| step | " + " | ".join(r["size"] for r in runs) + " |",
+    lines += ["", "Seconds per step:", "", "| step | " + " | ".join(r["name"] for r in runs) + " |",
               "|---|" + "---|" * len(runs)]
     lines += [f"| {s} | " + " | ".join(_fmt(r["steps"].get(s)) for r in runs) + " |" for s in names]
     lines += [f"| **total** | " + " | ".join(f"{sum(r['steps'].values()):.0f}" for r in runs) + " |"]
@@ -65,7 +69,7 @@ def section(runs: list[dict]) -> str:
          ("conversation relative", "detail relative", "complex relative")),
         ("ScienceQA-format: model / judge ensemble %", "scienceqa", ("accuracy", "ensemble accuracy")),
     ] + [(f"ablation {name}: world exact QA %", name, "accuracy") for name in ABLATIONS]
-    lines += ["", "Quality:", "", "| measure | " + " | ".join(r["size"] for r in runs) + " |",
+    lines += ["", "Quality:", "", "| measure | " + " | ".join(r["name"] for r in runs) + " |",
               "|---|" + "---|" * len(runs)]
     for label, suite, keys in rows:
         keys = keys if isinstance(keys, tuple) else (keys,)

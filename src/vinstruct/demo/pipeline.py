@@ -187,7 +187,10 @@ def run_demo(out: str | os.PathLike, settings: DemoSettings, say: Callable[[str]
     paths.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(settings.threads)
     log = StepLog(paths.out, say)
-    log.set_meta(settings=settings.to_dict(), machine=machine_description(), started=time.strftime("%Y-%m-%d %H:%M"))
+    now = time.strftime("%Y-%m-%d %H:%M")
+    # "started" is the first run's start: a resumed demo keeps it (and records its own as last_run).
+    log.set_meta(settings=settings.to_dict(), machine=machine_description(),
+                 started=log.data.get("meta", {}).get("started", now), last_run=now)
     log.run("world", f"generate a {settings.images}-image shapes world (COCO format)", [paths.world / "world.json"],
             lambda: make_world(paths, settings))
     log.run("bootstrap", "train the base vision encoder (CLIP-style) and the base LM from scratch",
