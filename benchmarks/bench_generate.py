@@ -136,12 +136,9 @@ async def client_overhead(url: str, requests: int, rounds: int = 3) -> tuple[flo
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs (shared), Python {platform.python_version()}"
+    from vinstruct.machine import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs (shared), Python {platform.python_version()}"
 
 
 def main() -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import random
 import sys
 import tempfile
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from transformers import LlavaConfig as HFLlavaConfig  # noqa: E402
 from transformers import LlavaForConditionalGeneration  # noqa: E402
 
+from vinstruct.machine import cpu_name  # noqa: E402
 from vinstruct.model.io import build_model  # noqa: E402
 from vinstruct.model.random_parts import PartSizes, make_random_parts  # noqa: E402
 from vinstruct.train.metrics import FlopModel, measure_matmul_peak  # noqa: E402
@@ -48,14 +48,7 @@ SIZES = {
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (host: {cpu})"
     return f"{cpu}, {torch.get_num_threads()} threads"

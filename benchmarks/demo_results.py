@@ -55,7 +55,7 @@ def section(runs: list[dict]) -> str:
     lines += ["", "Seconds per step:", "", "| step | " + " | ".join(r["name"] for r in runs) + " |",
               "|---|" + "---|" * len(runs)]
     lines += [f"| {s} | " + " | ".join(_fmt(r["steps"].get(s)) for r in runs) + " |" for s in names]
-    lines += [f"| **total** | " + " | ".join(f"{sum(r['steps'].values()):.0f}" for r in runs) + " |"]
+    lines += ["| **total** | " + " | ".join(f"{sum(r['steps'].values()):.0f}" for r in runs) + " |"]
     rows = [
         ("world exact QA, all (held-out test split) %", "world", "accuracy"),
         ("· image-blind (same questions, no image) %", "world", "image-blind accuracy"),

@@ -7,9 +7,7 @@ ends, on an error or on Ctrl-C alike.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -222,11 +220,7 @@ def run_demo(out: str | os.PathLike, settings: DemoSettings, say: Callable[[str]
 
 
 def machine_description() -> str:
-    cpu = platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    from vinstruct.machine import cpu_name
+
     threads = torch.get_num_threads()
-    return f"{cpu}, {os.cpu_count()} logical CPUs ({threads} torch threads), torch {torch.__version__}"
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs ({threads} torch threads), torch {torch.__version__}"
