@@ -89,3 +89,24 @@ def test_cached_vision_features_train_exactly_like_computed_ones(train_config, t
     a, b = _weights(computed.checkpoint), _weights(cached.checkpoint)
     torch.testing.assert_close(a["projector.0.weight"], b["projector.0.weight"], atol=1e-5, rtol=0)
     assert load_model(cached.checkpoint).num_image_tokens > 0
+
+
+def test_partial_tuning_changes_only_the_top_layers_and_final_norm(train_config, tiny_checkpoint):
+    result = run_training(train_config("finetune", init_from=str(tiny_checkpoint), vision=None, llm=None,
+                                       llm_train_layers=1, train_projector=False))
+    start, end = _weights(tiny_checkpoint), _weights(result.checkpoint)
+    top = max(int(k.split(".")[3]) for k in end if k.startswith("llm.model.layers."))
+    changed = _changed(start, end, "")
+    assert changed and all(k.startswith((f"llm.model.layers.{top}.", "llm.model.norm.")) for k in changed)
+    assert result.trainable.projector == 0 and result.trainable.vision_tower == 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"llm_train_layers": -1}, "llm_train_layers must be"),
+    ({"stage": "pretrain", "llm_train_layers": 2}, "apply to stage 2"),
+    ({"lora": True, "llm_train_layers": 2}, "LoRA or llm_train_layers"),
+])
+def test_partial_tuning_options_are_checked(train_config, overrides, message):
+    stage = overrides.pop("stage", "finetune")
+    with pytest.raises(VinstructError, match=message):
+        run_training(train_config(stage, **overrides))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from vinstruct.data.encoding import IGNORE_INDEX, EncodingSpec, encode_conversation
+from vinstruct.data.encoding import IGNORE_INDEX, EncodingSpec, encode_conversation, encode_independent_turns
 from vinstruct.data.formats import load_llava_json, sample_images
 from vinstruct.errors import BadSampleError, VinstructError
 
@@ -92,11 +92,17 @@ class LlavaDataset(Dataset):
             for path in images:
                 if not path.is_file():
                     raise BadSampleError(sample_id, f"missing image: image file not found: {path}")
-            encoded = encode_conversation(self.spec, sample.get("conversations"), len(images), sample_id)
+            if sample.get("independent_turns"):
+                encoded = encode_independent_turns(self.spec, sample.get("conversations"), len(images), sample_id)
+            else:
+                encoded = encode_conversation(self.spec, sample.get("conversations"), len(images), sample_id)
         except BadSampleError as err:
             self._fail_or_skip(err)
             return None
-        return {"id": sample_id, "input_ids": encoded.input_ids, "labels": encoded.labels, "images": images}
+        item = {"id": sample_id, "input_ids": encoded.input_ids, "labels": encoded.labels, "images": images}
+        if encoded.segments is not None:
+            item["segments"], item["positions"] = encoded.segments, encoded.positions
+        return item
 
     def __len__(self) -> int:
         return len(self.items)
@@ -122,12 +128,21 @@ class LlavaDataset(Dataset):
                 self.skipped.add(bad.sample_id, bad.reason)
                 log.warning("%s", bad)
                 return None
-        return {
-            "id": item["id"],
-            "input_ids": torch.tensor(item["input_ids"], dtype=torch.long),
-            "labels": torch.tensor(item["labels"], dtype=torch.long),
-            "pixel_values": pixel_values,
-        }
+        return tensors_of(item, pixel_values)
+
+
+def tensors_of(item: dict, pixel_values) -> dict:
+    """A prepared item as the collator takes it."""
+    out = {
+        "id": item["id"],
+        "input_ids": torch.tensor(item["input_ids"], dtype=torch.long),
+        "labels": torch.tensor(item["labels"], dtype=torch.long),
+        "pixel_values": pixel_values,
+    }
+    if "segments" in item:
+        out["segments"] = torch.tensor(item["segments"], dtype=torch.long)
+        out["positions"] = torch.tensor(item["positions"], dtype=torch.long)
+    return out
 
 
 class Collator:
@@ -154,10 +169,22 @@ class Collator:
             labels[row, span] = b["labels"]
             attention_mask[row, span] = 1
         images = [b["pixel_values"] for b in batch if b["pixel_values"] is not None]
-        return {
+        out = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
             "pixel_values": torch.cat(images) if images else None,
             "ids": [b["id"] for b in batch],
         }
+        if any("segments" in b for b in batch):
+            # Samples with independent turns: per-token exchange ids and positions (see
+            # encode_independent_turns); ordinary samples are one segment (0) at positions 0, 1, ...
+            segments = torch.full((len(batch), width), -1, dtype=torch.long)
+            positions = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, b in enumerate(batch):
+                n = len(b["input_ids"])
+                span = slice(width - n, width) if self.padding_side == "left" else slice(0, n)
+                segments[row, span] = b["segments"] if "segments" in b else 0
+                positions[row, span] = b["positions"] if "positions" in b else torch.arange(n)
+            out["turn_segments"], out["position_ids"] = segments, positions
+        return out

@@ -72,6 +72,9 @@ class TrainConfig:
     cache_vision_features: bool = False
     num_threads: int = 0  # 0: leave torch's default
     num_workers: int = 0
+    # ---- partial tuning (stage 2): only the LLM's top layers, optionally with the projector frozen
+    llm_train_layers: int = 0  # 0: every LLM parameter; K: the top K decoder layers + final norm
+    train_projector: bool = True  # false: the projector keeps its stage-1 weights in stage 2
     # ---- LoRA
     lora: bool = False
     lora_r: int = 128
@@ -131,6 +134,14 @@ class TrainConfig:
             raise VinstructError(f"{where}: deepspeed_config goes with strategy deepspeed, not {self.strategy!r}")
         if self.lora and self.stage == "pretrain":
             raise VinstructError(f"{where}: LoRA applies to stage 2 (finetune); stage 1 trains the projector only")
+        if self.llm_train_layers < 0:
+            raise VinstructError(f"{where}: llm_train_layers must be 0 (all) or a positive number of top layers, "
+                                 f"got {self.llm_train_layers}")
+        if self.stage == "pretrain" and (self.llm_train_layers or not self.train_projector):
+            raise VinstructError(f"{where}: llm_train_layers and train_projector apply to stage 2 (finetune); "
+                                 "stage 1 trains the projector only")
+        if self.lora and self.llm_train_layers:
+            raise VinstructError(f"{where}: choose LoRA or llm_train_layers, not both")
         return self
 
     def to_dict(self) -> dict:

@@ -80,13 +80,10 @@ class _CachedFeatureView(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
+        from vinstruct.data.dataset import tensors_of
+
         item = self.dataset.items[index]
-        return {
-            "id": item["id"],
-            "input_ids": torch.tensor(item["input_ids"], dtype=torch.long),
-            "labels": torch.tensor(item["labels"], dtype=torch.long),
-            "pixel_values": self.cache.lookup(item["images"]) if item["images"] else None,
-        }
+        return tensors_of(item, self.cache.lookup(item["images"]) if item["images"] else None)
 
 
 class BatchSource:

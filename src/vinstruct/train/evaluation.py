@@ -52,7 +52,8 @@ def held_out_loss(wrapped, source, env, batch_size: int, max_samples: int, autoc
 
 def model_inputs(batch: dict, device) -> dict:
     """The tensors of a collated batch that the training module takes, on `device`."""
-    keys = ("input_ids", "attention_mask", "labels", "pixel_values", "vision_features")
+    keys = ("input_ids", "attention_mask", "labels", "pixel_values", "vision_features", "turn_segments",
+            "position_ids")
     return {k: batch[k].to(device) for k in keys if batch.get(k) is not None}
 
 

@@ -114,7 +114,8 @@ class _Trainer:
             else:
                 c = self.cfg
                 lora_mod.attach_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules)
-        self.summary = freeze_for_stage(model, self.cfg.stage, self.cfg.lora)
+        c = self.cfg
+        self.summary = freeze_for_stage(model, c.stage, c.lora, c.llm_train_layers, c.train_projector)
         self.say(self.summary.line())
         model.to(self.env.device).train()
         if self.cfg.gradient_checkpointing:

@@ -40,28 +40,42 @@ class TrainStep(nn.Module):
         projector_dtype = next(model.projector.parameters(), vision_features).dtype
         return model.projector(vision_features.to(projector_dtype))
 
-    def forward(self, input_ids, attention_mask, labels, pixel_values=None, vision_features=None):
+    def forward(self, input_ids, attention_mask, labels, pixel_values=None, vision_features=None,
+                turn_segments=None, position_ids=None):
         model = self.model
         features = self.image_features(pixel_values, vision_features)
         embeds = model.embed_inputs(input_ids, image_features=features)
-        loss_sum, supervised = self.token_loss(embeds, attention_mask, labels)
+        loss_sum, supervised = self.token_loss(embeds, attention_mask, labels, turn_segments, position_ids)
         if features is None:
             # A text-only batch does not use the projector; a zero-valued term keeps its parameters in
             # the graph so that every process reduces the same gradients (DDP, FSDP).
             loss_sum = loss_sum + sum(p.sum() for p in model.projector.parameters() if p.requires_grad) * 0.0
         return loss_sum, supervised
 
-    def token_loss(self, embeds, attention_mask, labels):
+    def token_loss(self, embeds, attention_mask, labels, turn_segments=None, position_ids=None):
         """(sum of token losses, number of supervised tokens) of the LLM run on input embeddings."""
         model = self.model
+        mask, positions = attention_mask, positions_from_mask(attention_mask)
+        if turn_segments is not None:
+            mask, positions = independent_turn_mask(attention_mask, turn_segments), position_ids
         hidden = model.llm.get_decoder()(
-            inputs_embeds=embeds, attention_mask=attention_mask,
-            position_ids=positions_from_mask(attention_mask), use_cache=False,
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False,
         ).last_hidden_state
         targets = labels[:, 1:]
         supervised = targets != IGNORE_INDEX
         logits = model.llm.get_output_embeddings()(hidden[:, :-1][supervised])
         return F.cross_entropy(logits.float(), targets[supervised], reduction="sum"), supervised.sum()
+
+
+def independent_turn_mask(attention_mask: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """[B, 1, T, T] boolean mask (True = may attend): causal, no padding, and a token of exchange k
+    sees the shared prefix (segment 0) and exchange k only. transformers takes a 4-D mask as given."""
+    length = attention_mask.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    visible = (segments[:, :, None] == segments[:, None, :]) | (segments[:, None, :] == 0)
+    allowed = causal & visible & attention_mask.bool()[:, None, :]
+    allowed |= torch.eye(length, dtype=torch.bool, device=attention_mask.device)  # padding rows see themselves
+    return allowed[:, None]
 
 
 def _no_decay(name: str, param: torch.Tensor) -> bool:
