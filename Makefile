@@ -4,12 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-quick test test-fast bench clean help
+.PHONY: setup demo demo-quick demo-ablations test test-fast bench clean help
 
 help:
 	@echo "make setup       create .venv and install pinned dependencies"
 	@echo "make demo        run the whole method on the embedded shapes world (runs/demo/REPORT.md)"
-	@echo "make demo-quick  a smaller demo (about 3 minutes)"
+	@echo "make demo-quick  a smaller demo (about 5 minutes)"
+	@echo "make demo-ablations  make demo, then its ablations (about 8 minutes each)"
 	@echo "make test        run the test suite"
 	@echo "make bench       run the benchmarks (results in docs/RESULTS.md)"
 
@@ -28,6 +29,9 @@ demo: $(STAMP)
 
 demo-quick: $(STAMP)
 	$(VENV)/bin/vinstruct demo --out runs/demo-quick --quick
+
+demo-ablations: $(STAMP)
+	$(VENV)/bin/vinstruct demo --out runs/demo --ablations
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests selected"; exit 0; fi; exit $$rc

