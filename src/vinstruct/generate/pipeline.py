@@ -161,18 +161,20 @@ def _problems_of_this_run(coco: CocoSet, images: list[CocoImage], shard: tuple[i
     return own + unattached
 
 
-def _with_image_files(images: list[CocoImage], coco: CocoSet, on_bad: str) -> tuple[list[CocoImage], list[InputProblem]]:
+def _with_image_files(images: list[CocoImage], coco: CocoSet,
+                      on_bad: str) -> tuple[list[CocoImage], list[InputProblem]]:
     """(images whose file exists, a problem for each that does not): no sample may point at a missing file."""
     missing = [img for img in images if not img.path.is_file()]
     if not missing:
         return images, []
     instances = coco.root / "annotations" / f"instances_{coco.split}.json"
     if len(missing) == len(images):
-        raise VinstructError(f"none of the {len(images)} image files of {instances} were found (e.g. {missing[0].path}); "
-                             "give --image-dir")
+        raise VinstructError(f"none of the {len(images)} image files of {instances} were found "
+                             f"(e.g. {missing[0].path}); give --image-dir")
     if on_bad == "fail":
         raise VinstructError(f"{instances}: image {missing[0].id}: file {missing[0].path} not found")
-    problems = [InputProblem("image", img.id, img.id, IMAGE_FILE_MISSING, f"file {img.path} not found") for img in missing]
+    problems = [InputProblem("image", img.id, img.id, IMAGE_FILE_MISSING, f"file {img.path} not found")
+                for img in missing]
     gone = {img.id for img in missing}
     return [img for img in images if img.id not in gone], problems
 

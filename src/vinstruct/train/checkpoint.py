@@ -121,6 +121,7 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
         save_state(env.engine.optimizer_state(), optimizer_file(tmp, env))
     env.barrier()  # every process's file is in place before rank 0 renames the directory
     model_state, optim_state = full_states(wrapped, optimizer, env)
+    problem = None
     poisoned = _non_finite_tensor(model_state) if env.is_main else None
     if env.sum(1 if poisoned else 0):  # every process learns it: all stop here, none waits for the others
         if env.is_main:
@@ -142,11 +143,12 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
             shutil.rmtree(final)
         tmp.rename(final)
         problem = size_problem(final, manifest)
-        if problem:  # keep every older checkpoint: this one cannot be relied on
-            raise VinstructError(f"{final}: the checkpoint just written does not check out ({problem})")
-        for _, old in list_checkpoints(output_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    env.barrier()
+        if not problem:  # older checkpoints go only once this one is in place and checks out
+            for _, old in list_checkpoints(output_dir)[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    if env.sum(1 if problem else 0):
+        raise VinstructError(f"{final}: the checkpoint just written does not check out "
+                             f"({problem or 'process 0 says why'}); older checkpoints are kept")
     return final if env.is_main else None
 
 

@@ -113,7 +113,7 @@ class _Trainer:
             try:
                 chosen = ckpt.find_intact_checkpoint(self.out, self.cfg.keep_last)
                 answer = ckpt.checkpoint_step(chosen) + 1 if chosen is not None else 0
-            except VinstructError as err:
+            except Exception as err:  # noqa: BLE001 - raised below, once the other processes know
                 answer, error = -1, err
         answer = int(env.sum(answer))
         if error is not None:
