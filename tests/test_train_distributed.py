@@ -61,3 +61,44 @@ def test_fsdp_on_two_processes_saves_a_loadable_checkpoint(config_file, tmp_path
     assert (fsdp / "checkpoints/step-000002/optimizer.safetensors").is_file()
     assert (fsdp / "checkpoints/step-000004/rng-rank1.safetensors").is_file()
     assert all(loss == loss for loss in _losses(fsdp))  # finite, logged from the reduced global batch
+
+
+POISON_ON_RANK_0 = '''
+import torch
+
+def poison(model):
+    """Evaluation hooks run on process 0 only: this makes one process's weights NaN, not the other's."""
+    with torch.no_grad():
+        next(model.projector.parameters()).view(-1)[0] = float("nan")
+    return {"poisoned": 1}
+'''
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_process_stops_every_process_at_the_same_step(config_file, tmp_path):
+    (tmp_path / "poison_hook.py").write_text(POISON_ON_RANK_0)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+    done = subprocess.run([*launcher, "-m", "vinstruct", "train", "--config", str(config_file),
+                           f"--output_dir={tmp_path / 'ddp'}", "--grad_accum=2", "--save_every=2", "--eval_every=3",
+                           "--eval_hook=poison_hook:poison"], capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: step")]
+    assert len(errors) == 2 and all(line.startswith("error: step 4: the loss is nan;") for line in errors), done.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["step-000002"]
+
+
+@pytest.mark.slow
+def test_two_processes_resume_from_the_previous_checkpoint_when_the_latest_is_damaged(config_file, tmp_path):
+    run = _run(config_file, tmp_path / "ddp", "--save_every=2", "--keep_last=2", processes=2)
+    weights = run / "checkpoints" / "step-000004" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    first = load_file(str(run / "model" / "model.safetensors"))
+    resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                              "-m", "vinstruct", "train", "--config", str(config_file), f"--output_dir={run}",
+                              "--save_every=2", "--keep_last=2", "--resume"],
+                             capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.count("step-000004 is damaged (model/model.safetensors has") == 1  # said once, by process 0
+    again = load_file(str(run / "model" / "model.safetensors"))
+    assert all(torch.equal(first[k], again[k]) for k in first)  # steps 3-4 trained again from step 2

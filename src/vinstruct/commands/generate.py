@@ -42,6 +42,9 @@ def configure(parser) -> None:
     data.add_argument("--limit", type=int, help="use only the first N images (after sharding)")
     data.add_argument("--image-root", type=Path, help="write image paths relative to this folder (default: the output's)")
     data.add_argument("--skip-uncaptioned", action="store_true", help="skip images without captions instead of failing")
+    data.add_argument("--on-bad-annotation", choices=("skip", "fail"), default="skip",
+                      help="an unusable box annotation, image entry (size) or missing image file: skip it and count "
+                           "it in the stats (default), or stop with a one-line error naming it")
     data.add_argument("--mix", metavar="TYPE=WEIGHT,...", help="keep types in these proportions, e.g. conversation=58,detail=23,complex=77")
     data.add_argument("--pack", action="store_true",
                       help="join each image's conversation/detail/complex samples into one multi-turn sample")
@@ -131,7 +134,8 @@ def _options(args):
         prompts_dir=args.prompts, boxes_for=frozenset(boxes), seed=args.seed,
         shard=parse_shard(args.shard) if args.shard else None, limit=args.limit, image_dir=args.image_dir,
         image_root=args.image_root, cache=args.cache, mix=parse_ratios(args.mix) if args.mix else None,
-        pack=args.pack, filters=filters, skip_uncaptioned=args.skip_uncaptioned, progress=not args.no_progress)
+        pack=args.pack, filters=filters, skip_uncaptioned=args.skip_uncaptioned,
+        on_bad_annotation=args.on_bad_annotation, progress=not args.no_progress)
 
 
 def _show_prompt(options) -> int:

@@ -4,6 +4,8 @@ Layout:
   DIR/annotations/instances_<split>.json   images, categories, annotations (bbox [x, y, w, h] in pixels)
   DIR/annotations/captions_<split>.json    images, annotations with "caption"
   images in DIR/images/<split>/, DIR/<split>/ or DIR/<split>2017/ (first that exists), or --image-dir
+
+Every image entry and object annotation is checked (coco_checks.py) before it is used.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vinstruct.data.coco_checks import (BBOX_MISSING, IMAGE_SIZE, UNKNOWN_CATEGORY, UNKNOWN_IMAGE, InputProblem, as_id,
+                                        check_bbox, image_size_problem)
 from vinstruct.data.formats import read_json
 from vinstruct.errors import VinstructError
 
@@ -40,13 +44,17 @@ class CocoSet:
     split: str
     images: list[CocoImage]
     categories: list[str]
+    problems: list[InputProblem] = field(default_factory=list)  # entries left out, in file order
 
     def by_id(self) -> dict[int, CocoImage]:
         return {img.id: img for img in self.images}
 
     @classmethod
     def load(cls, root: str | os.PathLike, split: str, image_dir: str | os.PathLike | None = None,
-             require_captions: bool = True) -> "CocoSet":
+             require_captions: bool = True, on_bad_annotation: str = "skip") -> "CocoSet":
+        """Read and check a split. An image entry or object annotation that cannot be used (see
+        coco_checks) is left out and listed in `problems` (on_bad_annotation "skip"), or stops the
+        load with a one-line error naming the file and the entry ("fail")."""
         root = Path(root)
         inst_path = root / "annotations" / f"instances_{split}.json"
         cap_path = root / "annotations" / f"captions_{split}.json"
@@ -61,37 +69,34 @@ class CocoSet:
             for key in keys:
                 if not isinstance(data.get(key), list):
                     raise VinstructError(f"{path}: missing list {key!r}")
-        cat_names = {}
-        for c in instances["categories"]:
-            if "id" not in c or "name" not in c:
-                raise VinstructError(f"{inst_path}: a category lacks 'id' or 'name'")
-            cat_names[c["id"]] = c["name"]
+        problems = _ProblemLog(inst_path, on_bad_annotation)
+        cat_names = _categories(instances["categories"], inst_path)
         images_dir = Path(image_dir) if image_dir else _find_image_dir(root, split)
-        meta = {}
-        for img in instances["images"]:
-            for key in ("id", "file_name", "width", "height"):
-                if key not in img:
-                    raise VinstructError(f"{inst_path}: image entry lacks {key!r}: {str(img)[:80]}")
-            meta[img["id"]] = img
-        caption_ids = {img["id"] for img in captions["images"] if "id" in img}
-        unknown = caption_ids - set(meta)
+        listed, meta = _image_entries(instances["images"], inst_path, problems)
+        caption_ids = {as_id(img.get("id")) for img in captions["images"] if isinstance(img, dict) and "id" in img}
+        unknown = caption_ids - listed
         if unknown:
             raise VinstructError(
-                f"{cap_path}: {len(unknown)} image id(s) not in {inst_path.name} (e.g. {sorted(unknown)[0]}); "
+                f"{cap_path}: {len(unknown)} image id(s) not in {inst_path.name} (e.g. {sorted(unknown, key=str)[0]}); "
                 "the two files must describe the same images"
             )
-        caps: dict[int, list[str]] = {i: [] for i in meta}
+        caps: dict = {i: [] for i in meta}
         for ann in captions["annotations"]:
-            if ann.get("image_id") not in caps or not isinstance(ann.get("caption"), str):
+            image_id = as_id(ann.get("image_id")) if isinstance(ann, dict) else None
+            if image_id not in listed or not isinstance(ann.get("caption"), str):
                 raise VinstructError(f"{cap_path}: caption annotation with unknown image_id or no caption: {str(ann)[:80]}")
-            caps[ann["image_id"]].append(ann["caption"].strip())
-        objs: dict[int, list[CocoObject]] = {i: [] for i in meta}
-        for ann in instances["annotations"]:
-            if ann.get("image_id") not in objs or ann.get("category_id") not in cat_names or "bbox" not in ann:
-                raise VinstructError(f"{inst_path}: annotation with unknown image_id/category_id or no bbox: {str(ann)[:80]}")
-            extra = {k: v for k, v in ann.items() if k not in ("id", "image_id", "category_id", "bbox", "area",
-                                                               "iscrowd", "segmentation")}
-            objs[ann["image_id"]].append(CocoObject(cat_names[ann["category_id"]], list(ann["bbox"]), extra))
+            if image_id in caps:  # not an image left out above
+                caps[image_id].append(ann["caption"].strip())
+        objs: dict = {i: [] for i in meta}
+        for index, ann in enumerate(instances["annotations"]):
+            if not isinstance(ann, dict):
+                raise VinstructError(f"{inst_path}: annotations[{index}] is not an object: {str(ann)[:80]}")
+            image_id = as_id(ann.get("image_id"))
+            if image_id in listed and image_id not in meta:
+                continue  # its image was left out (and counted) already
+            obj = _object(ann, index, meta, cat_names, problems)
+            if obj is not None:
+                objs[image_id].append(obj)
         if require_captions:
             missing = [i for i, c in caps.items() if not c]
             if missing:
@@ -101,9 +106,83 @@ class CocoSet:
                 )
         images = [
             CocoImage(i, m["file_name"], int(m["width"]), int(m["height"]), caps[i], objs[i], images_dir / m["file_name"])
-            for i, m in sorted(meta.items())
+            for i, m in sorted(meta.items(), key=lambda item: _id_order(item[0]))
         ]
-        return cls(root, split, images, [cat_names[k] for k in sorted(cat_names)])
+        return cls(root, split, images, [cat_names[k] for k in sorted(cat_names, key=_id_order)], problems.found)
+
+
+class _ProblemLog:
+    """Collects entries that cannot be used, or stops at the first one."""
+
+    def __init__(self, path: Path, on_bad: str):
+        if on_bad not in ("skip", "fail"):
+            raise VinstructError(f"on_bad_annotation must be 'skip' or 'fail', got {on_bad!r}")
+        self.path, self.on_bad, self.found = path, on_bad, []
+
+    def add(self, problem: InputProblem) -> None:
+        if self.on_bad == "fail":
+            raise VinstructError(f"{self.path}: {problem.describe()}")
+        self.found.append(problem)
+
+
+def _id_order(value) -> tuple:
+    """Ids sort numerically, and a set mixing int and str ids still sorts."""
+    return (0, value, "") if isinstance(value, int) else (1, 0, str(value))
+
+
+def _categories(entries: list, path: Path) -> dict:
+    names = {}
+    for c in entries:
+        if not isinstance(c, dict) or as_id(c.get("id")) is None or not isinstance(c.get("name"), str):
+            raise VinstructError(f"{path}: a category lacks an 'id' or a 'name': {str(c)[:80]}")
+        names[c["id"]] = c["name"]
+    return names
+
+
+def _image_entries(entries: list, path: Path, problems: _ProblemLog) -> tuple[set, dict]:
+    """(every listed image id, {id: entry} of the usable ones)."""
+    listed, usable = set(), {}
+    for img in entries:
+        if not isinstance(img, dict):
+            raise VinstructError(f"{path}: an image entry is not an object: {str(img)[:80]}")
+        for key in ("id", "file_name", "width", "height"):
+            if key not in img:
+                raise VinstructError(f"{path}: image entry lacks {key!r}: {str(img)[:80]}")
+        image_id = as_id(img["id"])
+        if image_id is None or not isinstance(img["file_name"], str) or not img["file_name"]:
+            raise VinstructError(f"{path}: image entry needs an int or str 'id' and a 'file_name': {str(img)[:80]}")
+        listed.add(image_id)
+        reason = image_size_problem(img)
+        if reason:
+            problems.add(InputProblem("image", image_id, image_id, IMAGE_SIZE, reason))
+            continue
+        usable[image_id] = img
+    return listed, usable
+
+
+def _object(ann: dict, index: int, meta: dict, cat_names: dict, problems: _ProblemLog) -> CocoObject | None:
+    """The annotation as a CocoObject, or None (recorded in problems) when it cannot be used."""
+    ann_id = as_id(ann.get("id"))
+    ann_id = f"#{index}" if ann_id is None else ann_id
+    image_id = as_id(ann.get("image_id"))
+
+    def refuse(reason: str, detail: str) -> None:
+        problems.add(InputProblem("annotation", ann_id, image_id, reason, detail))
+
+    if image_id not in meta:
+        return refuse(UNKNOWN_IMAGE, f"image_id {ann.get('image_id')!r} is not in the images list")
+    category = as_id(ann.get("category_id"))
+    if category not in cat_names:
+        return refuse(UNKNOWN_CATEGORY, f"category_id {ann.get('category_id')!r} is not in the categories list")
+    if "bbox" not in ann:
+        return refuse(BBOX_MISSING, "no bbox")
+    image = meta[image_id]
+    box, problem = check_bbox(ann["bbox"], image["width"], image["height"])
+    if problem:
+        return refuse(*problem)
+    extra = {k: v for k, v in ann.items() if k not in ("id", "image_id", "category_id", "bbox", "area",
+                                                       "iscrowd", "segmentation")}
+    return CocoObject(cat_names[category], box, extra)
 
 
 def _find_image_dir(root: Path, split: str) -> Path:

@@ -32,7 +32,14 @@ class SymbolicScene:
 
 
 def normalize_box(bbox_xywh: list[float], width: int, height: int, decimals: int = 3) -> list[float]:
-    """COCO pixel [x, y, w, h] -> [x1, y1, x2, y2] in 0-1, rounded."""
+    """COCO pixel [x, y, w, h] -> [x1, y1, x2, y2] in 0-1, rounded.
+
+    Expects a box that passed `coco_checks.check_bbox` (CocoSet.load checks every box); anything
+    else is a programming error, refused here rather than turned into NaN or a division by zero.
+    """
+    if len(bbox_xywh) != 4 or width <= 0 or height <= 0:
+        raise ValueError(f"normalize_box needs [x, y, w, h] and a positive image size, got {bbox_xywh!r} "
+                         f"in {width}x{height}")
     x, y, w, h = bbox_xywh
     coords = [x / width, y / height, (x + w) / width, (y + h) / height]
     return [round(min(max(c, 0.0), 1.0), decimals) for c in coords]

@@ -13,12 +13,14 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from vinstruct.data.coco import CocoImage, CocoSet
+from vinstruct.data.coco_checks import IMAGE_FILE_MISSING, InputProblem
 from vinstruct.data.formats import append_jsonl, write_json, write_jsonl
 from vinstruct.data.symbolic import symbolic_for_image
 from vinstruct.errors import VinstructError
@@ -54,6 +56,7 @@ class GenerateOptions:
     pack: bool = False  # one multi-turn sample per image (teacher types; captions stay separate)
     filters: FilterConfig = field(default_factory=FilterConfig)
     skip_uncaptioned: bool = False
+    on_bad_annotation: str = "skip"  # skip (and count) or fail on unusable annotations, image entries, image files
     progress: bool = True
 
 
@@ -74,6 +77,7 @@ class Plan:
     prompts: PromptSet
     tasks: list[Task]
     image_refs: dict
+    skipped: list[InputProblem] = field(default_factory=list)  # input entries this run leaves out
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -111,17 +115,22 @@ def _check_options(opts: GenerateOptions) -> None:
 
 def plan_run(opts: GenerateOptions) -> Plan:
     _check_options(opts)
-    coco = CocoSet.load(opts.coco_dir, opts.split, opts.image_dir, require_captions=not opts.skip_uncaptioned)
+    coco = CocoSet.load(opts.coco_dir, opts.split, opts.image_dir, require_captions=not opts.skip_uncaptioned,
+                        on_bad_annotation=opts.on_bad_annotation)
     images = [img for img in coco.images if img.captions]
     if opts.shard:
         index, count = opts.shard
         images = images[index::count]
     if opts.limit is not None:
         images = images[: opts.limit]
-    missing = [img for img in images if not img.path.is_file()]
-    if missing:
-        log.warning("%d of %d image files not found (e.g. %s); the output still refers to them",
-                    len(missing), len(images), missing[0].path)
+    skipped = _problems_of_this_run(coco, images, opts.shard)
+    images, missing = _with_image_files(images, coco, opts.on_bad_annotation)
+    skipped += missing
+    if skipped:
+        reasons = Counter(p.reason for p in skipped)
+        log.warning("skipping %d input entr%s (%s), e.g. %s; all are listed in the stats file", len(skipped),
+                    "y" if len(skipped) == 1 else "ies", ", ".join(f"{r}={n}" for r, n in sorted(reasons.items())),
+                    skipped[0].describe())
     prompts = PromptSet(opts.prompts_dir, opts.types)
     base = opts.image_root or opts.out.parent
     refs = {img.id: _image_ref(img, base) for img in images}
@@ -136,7 +145,38 @@ def plan_run(opts: GenerateOptions) -> Plan:
                 key = request_key(opts.teacher.model, task, image.id, index, digest)
                 tasks.append(Task(image, task, index, messages, stable_seed(opts.seed, image.id, task, index) % 2**31,
                                   key, digest))
-    return Plan(images, prompts, tasks, refs)
+    return Plan(images, prompts, tasks, refs, skipped)
+
+
+def _problems_of_this_run(coco: CocoSet, images: list[CocoImage], shard: tuple[int, int] | None) -> list[InputProblem]:
+    """The skipped entries this run reports, so that the merged stats of shards name each exactly once:
+    an annotation goes with its image's shard; one that belongs to no usable image (a skipped image
+    entry, an unknown image id) is dealt out to the shards in file order."""
+    ids = {img.id for img in images}
+    usable = {img.id for img in coco.images}
+    own = [p for p in coco.problems if p.kind == "annotation" and p.image_id in ids]
+    unattached = [p for p in coco.problems if not (p.kind == "annotation" and p.image_id in usable)]
+    if shard:
+        unattached = unattached[shard[0]::shard[1]]
+    return own + unattached
+
+
+def _with_image_files(images: list[CocoImage], coco: CocoSet,
+                      on_bad: str) -> tuple[list[CocoImage], list[InputProblem]]:
+    """(images whose file exists, a problem for each that does not): no sample may point at a missing file."""
+    missing = [img for img in images if not img.path.is_file()]
+    if not missing:
+        return images, []
+    instances = coco.root / "annotations" / f"instances_{coco.split}.json"
+    if len(missing) == len(images):
+        raise VinstructError(f"none of the {len(images)} image files of {instances} were found "
+                             f"(e.g. {missing[0].path}); give --image-dir")
+    if on_bad == "fail":
+        raise VinstructError(f"{instances}: image {missing[0].id}: file {missing[0].path} not found")
+    problems = [InputProblem("image", img.id, img.id, IMAGE_FILE_MISSING, f"file {img.path} not found")
+                for img in missing]
+    gone = {img.id for img in missing}
+    return [img for img in images if img.id not in gone], problems
 
 
 def _row(task: Task, completion, model: str) -> dict:
@@ -294,7 +334,8 @@ def generate(opts: GenerateOptions) -> RunStats:
     plan = plan_run(opts)
     teacher = opts.teacher
     stats = RunStats({t: TypeStats() for t in opts.types}, teacher.price_in if teacher else 0.0,
-                     teacher.price_out if teacher else 0.0, images=len(plan.images))
+                     teacher.price_out if teacher else 0.0, images=len(plan.images),
+                     skipped=[p.as_dict() for p in plan.skipped])
     journal = Journal(opts.cache or companion(opts.out, "cache.jsonl")) if plan.tasks else None
     try:
         failures = _fetch_missing(plan, opts, journal, stats) if journal is not None else {}

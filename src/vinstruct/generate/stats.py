@@ -1,4 +1,5 @@
-"""Per-type statistics of a generation run: kept, dropped by reason, failed, tokens, cost."""
+"""Statistics of a generation run: per type kept, dropped by reason, failed, tokens, cost; and the
+input entries (annotations, images) that were skipped, each with its id and reason."""
 
 from __future__ import annotations
 
@@ -36,14 +37,35 @@ class RunStats:
     mixed: dict[str, int] = field(default_factory=dict)
     client: dict = field(default_factory=dict)  # all requests of this run, retries included
     seconds: float = 0.0
+    skipped: list[dict] = field(default_factory=list)  # InputProblem.as_dict() of each entry left out
 
     def as_dict(self) -> dict:
         return {"images": self.images, "samples": self.samples,
                 "types": {t: s.as_dict(self.price_in, self.price_out) for t, s in self.types.items()},
-                "mixed": self.mixed, "client": self.client, "seconds": round(self.seconds, 2)}
+                "mixed": self.mixed, "client": self.client, "seconds": round(self.seconds, 2),
+                "skipped": skipped_summary(self.skipped)}
 
     def table(self) -> str:
         return stats_table(self.as_dict())
+
+
+def skipped_summary(entries: list[dict]) -> dict:
+    """{"annotations": {reason: n}, "images": {reason: n}, "entries": [...]} of the skipped input."""
+    counts: dict[str, Counter] = {"annotations": Counter(), "images": Counter()}
+    for entry in entries:
+        counts["annotations" if entry["kind"] == "annotation" else "images"][entry["reason"]] += 1
+    return {kind: dict(sorted(c.items())) for kind, c in counts.items()} | {"entries": list(entries)}
+
+
+def _skipped_line(skipped: dict) -> str | None:
+    parts = []
+    for kind, singular in (("annotations", "annotation"), ("images", "image")):
+        counts = skipped.get(kind) or {}
+        total = sum(counts.values())
+        if total:
+            reasons = ", ".join(f"{r}={n}" for r, n in counts.items())
+            parts.append(f"{total} {singular if total == 1 else kind} ({reasons})")
+    return f"skipped input: {'; '.join(parts)} (ids in the stats file)" if parts else None
 
 
 def stats_table(stats: dict) -> str:
@@ -55,6 +77,9 @@ def stats_table(stats: dict) -> str:
         lines.append(f"{task:<13}{s['tasks']:>7}{s['cached']:>8}{s['kept']:>8}{s['prompt_tokens']:>11}"
                      f"{s['completion_tokens']:>11}{s['cost']:>10.4f}  {', '.join(problems) or '-'}")
     lines.append(f"{stats['samples']} samples from {stats['images']} images")
+    skipped_line = _skipped_line(stats.get("skipped") or {})
+    if skipped_line:
+        lines.append(skipped_line)
     client = stats.get("client") or {}
     if client.get("requests"):
         retries = ", ".join(f"{r}={n}" for r, n in client.get("retries", {}).items()) or "none"
@@ -65,8 +90,10 @@ def stats_table(stats: dict) -> str:
 def merge_stats(parts: list[dict]) -> dict:
     """Add up the stats of shards."""
     merged: dict = {"images": 0, "samples": 0, "types": {}, "mixed": {}, "client": {}, "seconds": 0.0}
+    skipped: list[dict] = []
     for part in parts:
         merged["images"] += part.get("images", 0)
+        skipped += (part.get("skipped") or {}).get("entries", [])
         merged["seconds"] = max(merged["seconds"], part.get("seconds", 0.0))
         for task, s in part.get("types", {}).items():
             into = merged["types"].setdefault(task, {"tasks": 0, "cached": 0, "fetched": 0, "kept": 0, "dropped": {},
@@ -77,4 +104,5 @@ def merge_stats(parts: list[dict]) -> dict:
             for key in ("dropped", "failed"):
                 for reason, n in s.get(key, {}).items():
                     into[key][reason] = into[key].get(reason, 0) + n
+    merged["skipped"] = skipped_summary(skipped)  # each shard reports its own entries: none twice
     return merged

@@ -1,4 +1,4 @@
-"""Training checkpoints that survive kill -9: written to a temp directory, then renamed.
+"""Training checkpoints that survive kill -9 and are checked before they are resumed from.
 
   <output_dir>/checkpoints/step-000120/
     model/                  vinstruct checkpoint (for LoRA: base LLM + trained projector)
@@ -7,22 +7,32 @@
     optimizer-rank<R>.safetensors  each process's optimizer partition
     rng-rank<R>.safetensors RNG states of each process
     trainer_state.json      step, epoch, scheduler, counters, the run's config
-A directory named step-* is complete by construction; leftovers of an
-interrupted save (.step-*.tmp) are removed at the next start.
+    manifest.json           size and sha256 of every file above, written last (manifest.py)
+
+A checkpoint is written to .step-N.tmp and renamed once complete; leftovers of an interrupted
+save are removed at the next start. Older checkpoints are deleted (keep_last) only after the new
+one is in place and its files check out. On resume the newest checkpoint whose files match its
+manifest is used; damaged newer ones are reported and set aside as step-N.damaged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
+
+import torch
 
 from vinstruct.data.formats import write_json
 from vinstruct.errors import VinstructError
 from vinstruct.train import lora as lora_mod
 from vinstruct.train.distributed import DistEnv, full_states
+from vinstruct.train.manifest import checksum_problem, loading_problem, read_manifest, size_problem, write_manifest
 from vinstruct.train.state_io import rng_state, save_state
+
+log = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -34,16 +44,30 @@ def checkpoints_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+def step_directories(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every checkpoints/step-N directory, complete or not, oldest first."""
     root = checkpoints_dir(output_dir)
     if not root.is_dir():
         return []
     found = []
     for path in root.iterdir():
         match = _STEP_DIR.match(path.name)
-        if match and (path / STATE_FILE).is_file():
+        if match and path.is_dir():
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Checkpoints that look complete (they hold trainer_state.json), oldest first."""
+    return [(step, path) for step, path in step_directories(output_dir) if (path / STATE_FILE).is_file()]
+
+
+def checkpoint_path(output_dir: str | Path, step: int) -> Path:
+    return checkpoints_dir(output_dir) / f"step-{step:06d}"
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(_STEP_DIR.match(checkpoint.name).group(1))
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -81,7 +105,12 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
                     trainer_state: dict, keep_last: int) -> Path | None:
     """Save everything needed to resume at `step`; every process must call it (collective under FSDP)."""
     root = checkpoints_dir(output_dir)
-    final = root / f"step-{step:06d}"
+    final = checkpoint_path(output_dir, step)
+    if (final / STATE_FILE).is_file():
+        # Only a run resumed from this very checkpoint, with no step taken since, gets here (the end of a
+        # finished run): it holds this state already, and replacing it would leave a moment without it.
+        env.barrier()
+        return final if env.is_main else None
     tmp = root / f".step-{step:06d}.tmp"
     if env.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -92,6 +121,14 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
         save_state(env.engine.optimizer_state(), optimizer_file(tmp, env))
     env.barrier()  # every process's file is in place before rank 0 renames the directory
     model_state, optim_state = full_states(wrapped, optimizer, env)
+    problem = None
+    poisoned = _non_finite_tensor(model_state) if env.is_main else None
+    if env.sum(1 if poisoned else 0):  # every process learns it: all stop here, none waits for the others
+        if env.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise VinstructError(f"step {step}: " + (f"the weights hold NaN or infinite values ({poisoned})"
+                                                 if poisoned else "process 0 found non-finite weights")
+                             + "; checkpoint not written (the newest one on disk is kept)")
     if env.is_main:
         # The model's own state dict keys (the training wrapper holds the model as `model.`).
         model_state = {k[len("model."):]: v for k, v in model_state.items() if k.startswith("model.")}
@@ -101,13 +138,71 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
         state = dict(trainer_state, step=step, scheduler=scheduler.state_dict(), world_size=env.world_size,
                      strategy=env.strategy)
         write_json(tmp / STATE_FILE, state)
-        if final.exists():
+        manifest = write_manifest(tmp)  # last: it vouches for every file above
+        if final.exists():  # a step directory without trainer_state.json: not a checkpoint
             shutil.rmtree(final)
         tmp.rename(final)
-        for _, old in list_checkpoints(output_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    env.barrier()
+        problem = size_problem(final, manifest)
+        if not problem:  # older checkpoints go only once this one is in place and checks out
+            for _, old in list_checkpoints(output_dir)[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    if env.sum(1 if problem else 0):
+        raise VinstructError(f"{final}: the checkpoint just written does not check out "
+                             f"({problem or 'process 0 says why'}); older checkpoints are kept")
     return final if env.is_main else None
+
+
+def _non_finite_tensor(state: dict) -> str | None:
+    """The first floating-point tensor holding a NaN or infinity, by name (a checkpoint must never hold one)."""
+    for name, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            return name.removeprefix("model.")  # as in model.safetensors
+    return None
+
+
+def checkpoint_problem(checkpoint: Path) -> tuple[str | None, bool]:
+    """(why `checkpoint` cannot be resumed from or None, whether a manifest vouched for it)."""
+    if not (checkpoint / STATE_FILE).is_file():
+        return f"{STATE_FILE} is missing", False
+    try:
+        manifest = read_manifest(checkpoint)
+    except ValueError as err:
+        return str(err), False
+    if manifest is None:
+        return loading_problem(checkpoint), False
+    return checksum_problem(checkpoint, manifest), True
+
+
+def find_intact_checkpoint(output_dir: str | Path, keep_last: int) -> Path | None:
+    """The newest checkpoint that checks out, or None when there is none at all; damaged newer ones are
+    reported (one warning line each) and renamed step-N.damaged. Raises when every checkpoint is damaged."""
+    candidates = list(reversed(step_directories(output_dir)))
+    damaged: list[tuple[Path, str]] = []
+    for _, path in candidates:
+        problem, verified = checkpoint_problem(path)
+        if problem is None:
+            if not verified:
+                log.warning("%s has no checksum manifest (written by an earlier version): its files load and are "
+                            "finite, but it is resumed from unverified", path)
+            for bad, _ in damaged:
+                _set_aside(bad)
+            return path
+        log.warning("checkpoint %s is damaged (%s); %s", path, problem,
+                    "trying the one before it" if path != candidates[-1][1] else "no older checkpoint is left")
+        damaged.append((path, problem))
+    if not damaged:
+        return None
+    hint = (" (keep_last: 1 keeps no older checkpoint to fall back to; 2 or more does)" if keep_last < 2 else "")
+    raise VinstructError(f"{checkpoints_dir(output_dir)}: no intact checkpoint to resume from: "
+                         + "; ".join(f"{p.name}: {why}" for p, why in damaged) + hint)
+
+
+def _set_aside(path: Path) -> None:
+    """Rename a damaged checkpoint out of the way (kept for inspection; it no longer counts as a checkpoint)."""
+    target = path.with_name(path.name + ".damaged")
+    shutil.rmtree(target, ignore_errors=True)
+    path.rename(target)
+    log.warning("moved the damaged checkpoint to %s (delete it once inspected)", target)
 
 
 def read_trainer_state(checkpoint: Path) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import time
 import warnings
@@ -85,6 +86,7 @@ class _Trainer:
         self.out = Path(cfg.output_dir)
         self.timings: dict[str, float] = {}
         self.empty_batches = 0
+        self.last_checkpoint: Path | None = None  # the newest checkpoint of this run on disk
 
     def say(self, message: str) -> None:
         if self.env.is_main and self.cfg.progress:
@@ -92,17 +94,37 @@ class _Trainer:
 
     # ---- setup -------------------------------------------------------------------------------------
     def _resume_point(self) -> Path | None:
-        if self.env.is_main:
+        env = self.env
+        if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             ckpt.remove_partial_saves(self.out)
-        self.env.barrier()
+        env.barrier()
         latest = ckpt.latest_checkpoint(self.out)
         if latest is not None and not self.cfg.resume:
             raise VinstructError(f"{self.out}: holds checkpoints ({latest.name}); pass --resume to continue "
                                  "that run or choose another output_dir")
-        if latest is None and self.cfg.resume:
+        if not self.cfg.resume:
+            return None
+        # Process 0 checks the checkpoints (and sets damaged ones aside); all resume from its choice.
+        # Its answer, as a number, reaches every process through a sum that only process 0 adds to:
+        # step + 1 of the checkpoint, 0 when there is none, -1 when none is intact.
+        answer, error = 0, None
+        if env.is_main:
+            try:
+                chosen = ckpt.find_intact_checkpoint(self.out, self.cfg.keep_last)
+                answer = ckpt.checkpoint_step(chosen) + 1 if chosen is not None else 0
+            except Exception as err:  # noqa: BLE001 - raised below, once the other processes know
+                answer, error = -1, err
+        answer = int(env.sum(answer))
+        if error is not None:
+            raise error
+        if answer < 0:
+            raise VinstructError(f"{ckpt.checkpoints_dir(self.out)}: no intact checkpoint to resume from "
+                                 "(process 0 says why)")
+        if answer == 0:
             self.say(f"resume: no checkpoint in {ckpt.checkpoints_dir(self.out)}, starting from the beginning")
-        return latest
+            return None
+        return ckpt.checkpoint_path(self.out, answer - 1)
 
     def _build_model(self, resume_dir: Path | None):
         _seed_everything(self.cfg.seed)
@@ -159,7 +181,7 @@ class _Trainer:
     def run(self) -> TrainResult:
         started = time.perf_counter()
         c, env = self.cfg, self.env
-        resume_dir = self._resume_point()
+        resume_dir = self.last_checkpoint = self._resume_point()
         model = self.model = self._build_model(resume_dir)
         self._build_data(model)
         self.plan = StepPlan(self.train_set.lengths, self.train_set.has_image, c.per_device_batch_size,
@@ -235,7 +257,9 @@ class _Trainer:
             loss_sum += float(micro_loss.detach())
             self._count(batch, window)
         grad_norm = clip_gradients(self.wrapped, c.max_grad_norm, env)
+        loss = env.sum(loss_sum) / global_tokens if global_tokens else float("nan")  # nan: a skipped step
         if global_tokens:
+            self._stop_unless_finite(step, loss, grad_norm)
             optimizer.step()
             scheduler.step()
         else:
@@ -243,7 +267,20 @@ class _Trainer:
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        return (env.sum(loss_sum) / global_tokens if global_tokens else float("nan")), grad_norm
+        return loss, grad_norm
+
+    def _stop_unless_finite(self, step: int, loss: float, grad_norm: float) -> None:
+        """Stop before a NaN or infinity reaches the weights or a checkpoint. The loss is summed over every
+        micro-batch and process, and the gradient norm is taken after the all-reduce, so every process
+        sees the same numbers and all stop together, at the same step. (DeepSpeed steps inside its
+        backward and reports no norm on some paths: there the loss is checked, at the latest one step on.)"""
+        checks = [("loss", loss)] + ([("gradient norm", grad_norm)] if self.env.engine is None else [])
+        for name, value in checks:
+            if not math.isfinite(value):
+                kept = (f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                        else "no checkpoint was written before it")
+                raise VinstructError(f"step {step + 1}: the {name} is {value}; training stopped without saving "
+                                     f"anything ({kept})")
 
     def _usable(self, batch: dict, step: int) -> dict:
         """A batch to run; one whose samples all failed to load becomes a no-loss placeholder so
@@ -302,6 +339,7 @@ class _Trainer:
         started = time.perf_counter()
         ckpt.save_checkpoint(self.out, step, self.model, self.wrapped, optimizer, scheduler, self.env,
                              self._trainer_state(), self.cfg.keep_last)
+        self.last_checkpoint = ckpt.checkpoint_path(self.out, step)
         self.timings["checkpoint_s"] = self.timings.get("checkpoint_s", 0.0) + time.perf_counter() - started
 
     # ---- the end -----------------------------------------------------------------------------------

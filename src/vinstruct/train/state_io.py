@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from vinstruct.errors import VinstructError
@@ -61,7 +61,8 @@ def load_state(path: str | Path):
         with safe_open(str(path), framework="pt") as handle:
             tree = json.loads((handle.metadata() or {})["tree"])
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, SafetensorError) as err:
+        # (checkpoints are checked against their manifest before this runs; this is the last line of defence)
         raise VinstructError(f"{path}: cannot read training state ({err})") from None
     return _decode(tree, tensors)
 
