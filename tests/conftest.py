@@ -214,3 +214,16 @@ def tiny_coco(tmp_path_factory):
         return write_tiny_coco(root, images=8, seed=0)
     generate_world(root / "world", images=10, seed=0, size=64, progress=False)
     return root / "world"
+
+
+# ---- the packaged pretrained chat LM ----------------------------------------------------------------
+@pytest.fixture(scope="session")
+def packaged_lm_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct written by `vinstruct base-lm` (from the pip package `make setup` installs):
+    a standard transformers causal-LM directory with a ChatML chat template, 542 MB, about 40 s to
+    write on 2 cores, so once per session. Tests that use it are slow; they must not modify it."""
+    from vinstruct.cli import main
+
+    out = tmp_path_factory.mktemp("packaged_lm") / "smollm2"
+    assert main(["base-lm", "--out", str(out)]) == 0
+    return out

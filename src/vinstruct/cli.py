@@ -18,6 +18,7 @@ from vinstruct.errors import VinstructError
 COMMANDS: dict[str, tuple[str, str]] = {
     "world": ("vinstruct.commands.world", "generate the shapes world (COCO-format images, boxes, captions)"),
     "bootstrap": ("vinstruct.commands.bootstrap", "train small base models (vision encoder + LM) on a world"),
+    "base-lm": ("vinstruct.commands.base_lm", "write a packaged pretrained chat LM (SmolLM2-135M-Instruct) as an --llm directory"),
     "teacher": ("vinstruct.commands.teacher", "serve the offline scripted teacher (OpenAI-compatible endpoint)"),
     "generate": ("vinstruct.commands.generate", "generate LLaVA instruction data with a teacher LLM"),
     "train": ("vinstruct.commands.train", "train a stage: feature alignment (pretrain) or end-to-end (finetune)"),

