@@ -118,7 +118,7 @@ def _packaged_lm_section(paths, log: StepLog) -> str:
                  f"{note.get('package_version', '')} (file `{note.get('file', '?')}`, sha256 "
                  f"`{str(note.get('sha256', '?'))[:16]}…`, {note.get('license', 'Apache-2.0')}): "
                  f"{_count(note.get('parameters'))} parameters, {note.get('layers', '?')} layers × "
-                 f"{note.get('hidden_size', '?')}, vocabulary {_count(note.get('vocab_size'))}, ChatML template.")
+                 f"{note.get('hidden', '?')}, vocabulary {_count(note.get('vocab'))}, ChatML template.")
     if qa:
         lines.append(f"- Zero-shot, told a held-out scene in words (the from-scratch LM's quiz above): "
                      f"**{_fmt(qa.get('accuracy'))} %** of {qa.get('questions', '?')} questions right.")
