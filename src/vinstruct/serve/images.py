@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import httpx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from vinstruct.data.images import ImageProcessor
 from vinstruct.errors import VinstructError

@@ -10,6 +10,8 @@ from __future__ import annotations
 from vinstruct.serve.protocol import Limits
 
 JSON = "application/json"
+# One server-sent event: `data` holds a chat.completion.chunk as JSON, an error object, or "[DONE]".
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
 
 
 def _ref(name: str) -> dict:
@@ -123,7 +125,7 @@ def openapi_document(model: str, limits: Limits, max_body_bytes: int, auth: bool
                                 "content": {JSON: {"schema": _ref("ChatCompletionRequest")}}},
                 "responses": {
                     "200": {"description": "the reply (server-sent events when stream is true)", "content": {
-                        JSON: {"schema": _ref("ChatCompletion")}, "text/event-stream": {"schema": {"type": "string"}}}},
+                        JSON: {"schema": _ref("ChatCompletion")}, "text/event-stream": {"schema": SSE_EVENT}}},
                     **_errors(400, *auth_errors, 403, 404, 413, 429, 500)}}},
             "/v1/models": {"get": {
                 "operationId": "listModels", **secured,
