@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -32,10 +33,17 @@ def wait_for_http(url: str, process: subprocess.Popen | None = None, timeout: fl
 
 
 @contextlib.contextmanager
-def vinstruct_process(args: list[str], banner: str, env: dict | None = None, log: Path | None = None):
-    """Run `vinstruct <args>` (which must print a line matching `banner` with the URL); yield (process, url)."""
+def vinstruct_process(args: list[str], banner: str, env: dict | None = None, log: Path | None = None,
+                      max_memory_bytes: int | None = None):
+    """Run `vinstruct <args>` (which must print a line matching `banner` with the URL); yield (process, url).
+
+    `max_memory_bytes` caps the process's address space, so a test that makes a server allocate
+    too much ends in that server's MemoryError instead of exhausting the machine.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(VINSTRUCT + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    if max_memory_bytes is not None:
+        resource.prlimit(process.pid, resource.RLIMIT_AS, (max_memory_bytes, max_memory_bytes))
     lines: list[str] = []
     try:
         url = None
@@ -79,3 +87,41 @@ def thread_server(app):
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (VmRSS) or its peak since start or the last reset (VmHWM), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def peak_rss_growth(pid: int, action) -> int:
+    """How far a process's resident memory rose above its level before `action()` ran (bytes).
+
+    The kernel's peak (VmHWM) is reset first (writing 5 to clear_refs), so the peak read afterwards
+    belongs to `action` alone; a sampler every 5 ms backs it up where the reset is not allowed.
+    """
+    before = rss_bytes(pid)
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        reset = True
+    except OSError:
+        reset = False
+    sampled, done = [before], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            sampled.append(rss_bytes(pid))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        action()
+    finally:
+        done.set()
+        sampler.join()
+    peak = max(max(sampled), rss_bytes(pid, "VmHWM") if reset else 0)
+    return peak - before

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+import torch
 
 from vinstruct.data.encoding import EncodingSpec, encode_prompt
 from vinstruct.errors import VinstructError
@@ -219,3 +220,52 @@ def test_many_threads_submitting_at_once(tiny_model, color_images):
         [t.start() for t in threads]
         [t.join() for t in threads]
     assert [results[k] for k in range(12)] == [expected[k % len(requests)] for k in range(12)]
+
+
+def test_when_newcomers_prefilled_together_fail_only_the_one_at_fault_fails(tiny_model, color_images):
+    model = tiny_model.eval()
+    ids, pixels = _prompts(model, color_images)[0]
+    poisoned = torch.full_like(pixels, 7.0)  # the vision tower below refuses exactly these pixels
+    encode_images = model.encode_images
+
+    def fragile_encode_images(pixel_values):
+        if bool((pixel_values == 7.0).all(dim=(1, 2, 3)).any()):
+            raise RuntimeError("the vision tower cannot take this image")
+        return encode_images(pixel_values)
+
+    model.encode_images = fragile_encode_images
+    expected = model.generate([ids], pixels, max_new_tokens=4, eos_token_ids=[])[0].token_ids
+    with Engine(model, eos_token_ids=[]) as engine:
+        with engine._wakeup:  # the scheduler waits until both are queued: they are prefilled as one batch
+            good = engine.submit(ids, pixels, SamplingParams(max_new_tokens=4))
+            bad = engine.submit(ids, poisoned, SamplingParams(max_new_tokens=4))
+        with pytest.raises(RuntimeError, match="cannot take this image"):
+            bad.result(timeout=60)
+        assert good.result(timeout=60).token_ids == expected
+    assert engine.stats.prefills == 1  # the joint prefill failed; the good request's own one succeeded
+
+
+def test_a_request_whose_sampling_fails_mid_reply_leaves_and_the_others_finish(tiny_model, color_images, monkeypatch):
+    import vinstruct.serve.engine as engine_module
+
+    model = tiny_model.eval()
+    requests = _prompts(model, color_images)[:3]
+    real_sample_token, calls = engine_module.sample_token, []
+
+    def sample_token(logits, params, generator):
+        if params.seed == 13:
+            calls.append(1)
+            if len(calls) == 4:
+                raise FloatingPointError("row 13 broke")
+        return real_sample_token(logits, params, generator)
+
+    monkeypatch.setattr(engine_module, "sample_token", sample_token)
+    expected = [model.generate([i], p, max_new_tokens=8, eos_token_ids=[])[0].token_ids for i, p in requests]
+    with Engine(model, eos_token_ids=[]) as engine:
+        with engine._wakeup:
+            handles = [engine.submit(i, p, SamplingParams(max_new_tokens=8)) for i, p in requests]
+            failing = engine.submit(*requests[0], SamplingParams(max_new_tokens=8, temperature=1.0, seed=13))
+        with pytest.raises(FloatingPointError, match="row 13 broke"):
+            failing.result(timeout=60)
+        assert [h.result(timeout=60).token_ids for h in handles] == expected
+        assert engine.stats.max_batch == 4

@@ -31,10 +31,10 @@ def add_sampling_options(parser, temperature: float = 0.2) -> None:
 def sampling_from_args(args):
     from vinstruct.model.generation import SamplingParams
 
-    if args.temperature < 0:
-        raise VinstructError(f"--temperature must be >= 0, got {args.temperature}")
-    if not 0 < args.top_p <= 1:
-        raise VinstructError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if not args.temperature >= 0 or args.temperature == float("inf"):  # also refuses nan
+        raise VinstructError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if not 0 <= args.top_p <= 1:
+        raise VinstructError(f"--top-p must be between 0 and 1, got {args.top_p}")
     if args.max_tokens < 1:
         raise VinstructError(f"--max-tokens must be at least 1, got {args.max_tokens}")
     return SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,

@@ -38,7 +38,10 @@ def run(args) -> int:
     import torch
 
     from vinstruct.eval.predict import PredictOptions, predict_files
+    from vinstruct.model.generation import SamplingParams
 
+    # Before the model loads: a bad value should not cost a minute of loading to be reported.
+    SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p).check()
     if args.threads:
         torch.set_num_threads(args.threads)
     options = PredictOptions(batch_size=args.batch_size, temperature=args.temperature, top_p=args.top_p,

@@ -43,9 +43,12 @@ def configure(parser) -> None:
     limits.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (default: %(default)s)")
     limits.add_argument("--max-images", type=int, default=4, help="images per request (default: %(default)s)")
     limits.add_argument("--max-image-pixels", type=int, default=4096 * 4096,
-                        help="pixels per image (default: %(default)s)")
+                        help="pixels per image as processed, i.e. after padding to a square or resizing "
+                             "(default: %(default)s)")
     limits.add_argument("--max-request-pixels", type=int, default=4 * 4096 * 4096,
-                        help="pixels of all images of a request together (default: %(default)s)")
+                        help="pixels of all images of a request together, as processed (default: %(default)s)")
+    limits.add_argument("--max-image-aspect", type=float, default=50.0, metavar="RATIO",
+                        help="longest side / shortest side of an image (default: %(default)s)")
     limits.add_argument("--max-tokens-limit", type=int, default=1024, metavar="N",
                         help="largest max_tokens a request may ask for (default: %(default)s)")
     limits.add_argument("--default-max-tokens", type=int, default=256, metavar="N",
@@ -73,6 +76,8 @@ def _settings(args):
                  "max_n", "max_concurrent"):
         if getattr(args, name) < 1:
             raise VinstructError(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.max_image_aspect >= 1:  # also refuses nan
+        raise VinstructError(f"--max-image-aspect must be at least 1, got {args.max_image_aspect}")
     return ServerSettings(
         api_key=api_key,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
@@ -82,7 +87,7 @@ def _settings(args):
                       default_max_tokens=min(args.default_max_tokens, args.max_tokens_limit),
                       max_n=args.max_n, max_images=args.max_images),
         images=ImagePolicy(allow_dirs=args.allow_dir, allow_remote=args.allow_remote_images,
-                           max_pixels=args.max_image_pixels),
+                           max_pixels=args.max_image_pixels, max_aspect=args.max_image_aspect),
     )
 
 

@@ -31,7 +31,8 @@ def open_image(path: str | os.PathLike, sample_id: str | None = None) -> Image.I
             return img.convert("RGB")
     except FileNotFoundError:
         raise VinstructError(f"{who}image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+    # SyntaxError and EOFError come from PIL's PNG and GIF readers on damaged chunks.
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
         raise VinstructError(f"{who}cannot decode image {path}: {err}") from None
 
 
@@ -77,6 +78,32 @@ class ImageProcessor:
         # Truncated, not rounded: the official LLaVA code and transformers' LlavaImageProcessor
         # both pad with int(mean * 255), and pixel-exact parity with them depends on it.
         return tuple(int(x * 255) for x in self.hf.image_mean)
+
+    @property
+    def aspect_description(self) -> str:
+        return {"pad": "padded to a square", "resize": "resized"}.get(self.aspect, "resized for the centre crop")
+
+    def working_pixels(self, width: int, height: int) -> int:
+        """The most pixels an image of this size occupies while it is processed: the decoded image, the
+        square it is padded to, or the resized copy, whichever is largest. Memory and time scale with it."""
+        if self.aspect == "resize":
+            target_height, target_width = self.input_size
+            return max(width * height, target_height * target_width)
+        if self.aspect == "pad":
+            width = height = max(width, height)
+        return max(width * height, self._resized_pixels(width, height))
+
+    def _resized_pixels(self, width: int, height: int) -> int:
+        """Pixels after the transformers processor's own resize step (before any centre crop)."""
+        size = self.hf.size or {}
+        if not getattr(self.hf, "do_resize", True):
+            return width * height
+        if "shortest_edge" in size:
+            edge, short, long = size["shortest_edge"], max(min(width, height), 1), max(width, height)
+            return edge * -(-edge * long // short)  # the long side scales with the short one (rounded up)
+        if "height" in size and "width" in size:
+            return size["height"] * size["width"]
+        return width * height
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
         """Preprocess RGB images into a [N, 3, H, W] float tensor."""

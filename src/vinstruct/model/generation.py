@@ -9,22 +9,52 @@ engine can batch unrelated requests.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
 
+from vinstruct.errors import VinstructError
 from vinstruct.model.llava import positions_from_mask
+
+# Below this temperature a row is decoded greedily. Dividing logits by a smaller number overflows float32
+# (1e-45 is a subnormal, 1e-46 rounds to 0), and at 1e-5 a logit gap of 1e-4 already weighs e^-10: the
+# distribution is a point mass for every difference float32 logits can express.
+MIN_TEMPERATURE = 1e-5
 
 
 @dataclass
 class SamplingParams:
     max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
+    temperature: float = 0.0  # below MIN_TEMPERATURE (0 included) = greedy
+    top_p: float = 1.0  # 0 keeps only the most likely token
     stop: Sequence[str] = field(default_factory=tuple)
     seed: int | None = None
+
+    def check(self) -> None:
+        """Raise a VinstructError naming the field whose value is out of range (or not a number)."""
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
+                or self.max_new_tokens < 1:
+            raise VinstructError(f"max_new_tokens must be an integer of at least 1, got {self.max_new_tokens!r}")
+        if not _finite_number(self.temperature) or self.temperature < 0:
+            raise VinstructError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not _finite_number(self.top_p) or not 0 <= self.top_p <= 1:
+            raise VinstructError(f"top_p must be a number between 0 and 1, got {self.top_p!r}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise VinstructError(f"stop must be a list of non-empty strings, got {self.stop!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not -(2**63) <= self.seed < 2**64):
+            raise VinstructError(f"seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < MIN_TEMPERATURE
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -40,25 +70,50 @@ TokenCallback = Callable[[int, str], None]
 
 
 def filter_top_p(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Zero out tokens outside the smallest set whose mass reaches top_p (per row)."""
+    """Zero out tokens outside the smallest set whose mass reaches top_p (per row).
+
+    The most likely token always stays, so a top_p of 0 (or one too small for float32) still leaves a
+    distribution to sample from instead of all zeros.
+    """
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(-1) - sorted_probs
-    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p.unsqueeze(-1), 0.0)
+    outside = mass_before >= top_p.unsqueeze(-1)
+    outside[..., 0] = False
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
     return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+
+
+def sampling_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One row's distribution: softmax(logits / temperature), cut to the top-p nucleus (not renormalised).
+
+    The logits are shifted so that their maximum is 0 before dividing: every scaled value is then <= 0,
+    so no finite temperature can overflow, and the most likely token keeps probability >= 1/vocab.
+    """
+    logits = logits.float()
+    probs = torch.softmax((logits - logits.max()) / temperature, dim=-1)
+    if not bool(torch.isfinite(probs).all()):
+        raise FloatingPointError("the model produced non-finite logits (NaN or infinity)")
+    if top_p < 1.0:
+        probs = filter_top_p(probs.unsqueeze(0), torch.tensor([top_p], dtype=probs.dtype)).squeeze(0)
+    return probs
+
+
+def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """One row's next token from its logits ([vocab]): greedy or temperature/top-p sampling."""
+    if params.greedy:
+        return int(logits.argmax())
+    probs = sampling_probs(logits, params.temperature, params.top_p)
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 def choose_tokens(
     logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
 ) -> torch.Tensor:
-    """Greedy for rows with temperature 0, temperature/top-p sampling for the others."""
+    """Greedy for rows with temperature below MIN_TEMPERATURE, temperature/top-p sampling for the others."""
     chosen = logits.argmax(dim=-1)
     for row, p in enumerate(params):
-        if p.temperature <= 0:
-            continue
-        probs = torch.softmax(logits[row].float() / p.temperature, dim=-1)
-        if p.top_p < 1.0:
-            probs = filter_top_p(probs.unsqueeze(0), torch.tensor([p.top_p])).squeeze(0)
-        chosen[row] = torch.multinomial(probs, 1, generator=generators[row]).squeeze(0)
+        if not p.greedy:
+            chosen[row] = sample_token(logits[row], p, generators[row])
     return chosen
 
 
@@ -154,6 +209,8 @@ def generate(
         params = SamplingParams(**overrides)
     if isinstance(params, SamplingParams):
         params = [params] * len(prompts)
+    for p in params:
+        p.check()
     tokenizer = model.tokenizer
     if eos_token_ids is None:
         eos_token_ids = default_eos_ids(tokenizer)

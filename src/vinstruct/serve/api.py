@@ -1,8 +1,10 @@
 """OpenAI-compatible HTTP API (FastAPI): chat completions with images, streaming, limits, auth.
 
-Routes: POST /v1/chat/completions, GET /v1/models, GET /v1/models/{id}, GET /health.
-Requests go to the shared engine; the engine thread reports back through
-`loop.call_soon_threadsafe`, so waiting for tokens never blocks the event loop.
+Routes: POST /v1/chat/completions, GET /v1/models, GET /v1/models/{id}, GET /health,
+GET /openapi.json. Requests go to the shared engine; the engine thread reports back
+through `loop.call_soon_threadsafe`, so waiting for tokens never blocks the event loop.
+Every failure ends only its own request: bad input is a 4xx naming the field, anything
+unexpected a JSON 500, and the connection stays open for the client's next request.
 """
 
 from __future__ import annotations
@@ -11,21 +13,26 @@ import asyncio
 import dataclasses
 import hmac
 import json
+import logging
 import socket
 import time
 from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vinstruct.errors import VinstructError
 from vinstruct.serve import protocol
 from vinstruct.serve.assistant import Assistant
+from vinstruct.serve.body import MAX_DEPTH, parse_json_body
 from vinstruct.serve.engine import ContextLengthError
 from vinstruct.serve.images import ImageInputError, ImagePolicy, load_image_url
+from vinstruct.serve.openapi import openapi_document
 from vinstruct.serve.protocol import ApiError, Limits
+
+log = logging.getLogger("uvicorn.error")
 
 
 @dataclass
@@ -34,7 +41,8 @@ class ServerSettings:
     max_body_bytes: int = 20 * 1024 * 1024
     max_concurrent: int = 64  # requests admitted at once (running or queued in the engine)
     retry_after_s: int = 1
-    max_request_pixels: int = 4 * 4096 * 4096  # all images of one request together
+    max_request_pixels: int = 4 * 4096 * 4096  # all images of one request together, as processed
+    max_json_depth: int = MAX_DEPTH
     limits: Limits = field(default_factory=Limits)
     images: ImagePolicy = field(default_factory=ImagePolicy)
 
@@ -50,9 +58,46 @@ def _check_auth(request: Request, settings: ServerSettings) -> None:
         raise ApiError(401, "incorrect API key provided", code="invalid_api_key")
 
 
-async def _read_json(request: Request, limit: int):
-    """The JSON body, refusing more than `limit` bytes (413). A body that is too large is still read
-    (up to a cap) so the client sees the 413 instead of a broken connection."""
+def error_response(err: ApiError) -> Response:
+    """OpenAI's error JSON. ASCII-escaped, so that no text quoted in a message can fail to encode."""
+    return Response(json.dumps(err.body()), status_code=err.status, headers=err.headers,
+                    media_type="application/json")
+
+
+class ContainErrors:
+    """ASGI middleware: an unexpected exception becomes a JSON 500 for its own request only.
+
+    Starlette's last-resort handler answers and then re-raises, and uvicorn closes the connection on
+    an exception, so a keep-alive client's next request would fail too. Caught here, the error ends
+    only the request that raised it (and is logged with its traceback).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as err:
+            log.exception("internal error answering %s %s", scope.get("method"), scope.get("path"))
+            if started:  # half a response is out: only closing the connection can tell the client
+                raise
+            await error_response(ApiError(500, f"internal error: {type(err).__name__}: {err}"))(scope, receive, send)
+
+
+async def _read_json(request: Request, limit: int, max_depth: int):
+    """The JSON body, refusing more than `limit` bytes (413) or nesting deeper than `max_depth` (400).
+    A body that is too large is still read (up to a cap) so the client sees the 413 instead of a
+    broken connection."""
     too_large = ApiError(413, f"request body is larger than the limit of {limit} bytes", code="request_too_large")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit * 8 + (1 << 20):
@@ -66,17 +111,14 @@ async def _read_json(request: Request, limit: int):
             break
     if size > limit:
         raise too_large
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"the request body is not valid JSON ({err})") from None
+    return await asyncio.to_thread(parse_json_body, bytes(data), max_depth)  # up to a second for 20 MB
 
 
-def _images(chat: protocol.ChatRequest, settings: ServerSettings) -> list:
+def _images(chat: protocol.ChatRequest, settings: ServerSettings, processor) -> list:
     images, pixels = [], 0
     for where, url in chat.image_urls:
-        image = load_image_url(url, where, settings.images)
-        pixels += image.width * image.height
+        image = load_image_url(url, where, settings.images, processor)
+        pixels += processor.working_pixels(image.width, image.height)
         if pixels > settings.max_request_pixels:
             raise ImageInputError(f"the request's images hold more than {settings.max_request_pixels} pixels "
                                   "together", status=413, code="image_too_large")
@@ -110,12 +152,12 @@ class _Submission:
 def _prepare(assistant: Assistant, chat: protocol.ChatRequest, settings: ServerSettings):
     """Decode images and encode the prompt (runs in a worker thread: it is CPU work)."""
     try:
-        images = _images(chat, settings)
+        images = _images(chat, settings, assistant.model.image_processor)
         prompt_ids = assistant.prompt_ids(chat.turns, chat.system)
         pixel_values = assistant.model.image_processor(images) if images else None
     except ImageInputError as err:
         raise ApiError(err.status, str(err), code=err.code) from None
-    except VinstructError as err:
+    except (VinstructError, ValueError) as err:  # ValueError: a conversation the chat template cannot hold
         raise ApiError(400, str(err), "messages") from None
     room = assistant.context_length - len(prompt_ids)
     if not chat.max_tokens_given and 0 < room < chat.params.max_new_tokens:
@@ -131,19 +173,21 @@ def _prepare(assistant: Assistant, chat: protocol.ChatRequest, settings: ServerS
 def create_app(assistant: Assistant, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     app = FastAPI(title="vinstruct", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(ContainErrors)
     state = {"preparing": 0, "started": int(time.time())}
+    spec = openapi_document(assistant.name, settings.limits, settings.max_body_bytes, settings.api_key is not None)
 
     @app.exception_handler(ApiError)
     async def api_error(_request, err: ApiError):
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+        return error_response(err)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, err: StarletteHTTPException):
-        return JSONResponse(ApiError(err.status_code, str(err.detail)).body(), status_code=err.status_code)
+        return error_response(ApiError(err.status_code, str(err.detail), headers=err.headers))
 
-    @app.exception_handler(Exception)
+    @app.exception_handler(Exception)  # only reached if ContainErrors itself fails
     async def server_error(_request, err: Exception):
-        return JSONResponse(ApiError(500, f"internal error: {type(err).__name__}: {err}").body(), status_code=500)
+        return error_response(ApiError(500, f"internal error: {type(err).__name__}: {err}"))
 
     def model_card() -> dict:
         return {"id": assistant.name, "object": "model", "created": state["started"], "owned_by": "vinstruct",
@@ -152,6 +196,10 @@ def create_app(assistant: Assistant, settings: ServerSettings | None = None) -> 
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": assistant.name, "load": assistant.engine.load}
+
+    @app.get("/openapi.json")
+    async def openapi():
+        return spec
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -177,7 +225,8 @@ def create_app(assistant: Assistant, settings: ServerSettings | None = None) -> 
                            headers={"Retry-After": str(settings.retry_after_s)})
         state["preparing"] += 1
         try:
-            chat = protocol.parse_chat_request(await _read_json(request, settings.max_body_bytes), settings.limits)
+            body = await _read_json(request, settings.max_body_bytes, settings.max_json_depth)
+            chat = protocol.parse_chat_request(body, settings.limits)
             if chat.model != assistant.name:
                 raise ApiError(404, f"the model {chat.model!r} does not exist (this server has {assistant.name!r})",
                                "model", "model_not_found")

@@ -7,7 +7,8 @@ every step advances all sequences at once. A request that arrives while others
 are decoding joins at the next step instead of waiting for the batch to drain.
 
 Each request has its own sampling parameters, seed, stop strings and stream of
-text deltas, and can be cancelled at any time. Finished sequences leave their
+text deltas, and can be cancelled at any time. A request that fails (its sampling,
+its decoding, or the prefill it joined) fails alone: the rest of the batch goes on. Finished sequences leave their
 key/value cache in a `PrefixStore`, so the next turn of a conversation only
 computes its new tokens.
 
@@ -30,9 +31,9 @@ from vinstruct.model.generation import (
     RowState,
     SamplingParams,
     accepts_logits_to_keep,
-    choose_tokens,
     default_eos_ids,
     left_pad,
+    sample_token,
     seeded_generator,
 )
 from vinstruct.model.llava import positions_from_mask
@@ -117,6 +118,7 @@ class Engine:
         prompt. `listener`, if given, receives every event (from the engine thread) instead of the
         handle's own queue."""
         params = params or SamplingParams()
+        params.check()
         pixel_values = self._pixel_values(images)
         n_images = 0 if pixel_values is None else pixel_values.shape[0]
         expected_shape = (3, *self.model.image_processor.input_size)
@@ -131,8 +133,6 @@ class Engine:
             )
         if not prompt_ids:
             raise VinstructError("empty prompt")
-        if params.max_new_tokens < 1:
-            raise VinstructError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
         if len(prompt_ids) + params.max_new_tokens > self.context_length:
             raise ContextLengthError(
                 f"the prompt has {len(prompt_ids)} tokens and {params.max_new_tokens} more were requested, "
@@ -189,20 +189,46 @@ class Engine:
                     break
                 admitted = self._take_waiting()
                 self._prefilling = len(admitted)
+            # Nothing may end this thread: without it every request, now and later, would wait forever.
             try:
                 self._drop_cancelled()
                 if admitted:
-                    self._admit(admitted)
-                    self._prefilling = 0
-                if self._rows:
+                    self._admit_isolated(admitted)
+            except Exception as err:
+                self._fail([r.handle for r in self._rows] + admitted, err)
+            finally:
+                self._prefilling = 0
+            if self._rows:
+                try:
                     self._decode_step()
-            except Exception as err:  # a failing step must not take the server down with it
-                for handle in [r.handle for r in self._rows] + admitted:
-                    if not handle.done:
-                        handle._fail(err)
-                self._rows, self._batch, self._prefilling = [], KVBatch.empty(device=self.model.device), 0
+                except Exception as err:  # one forward pass for the whole batch: no single row to blame
+                    self._fail([r.handle for r in self._rows], err)
         for handle in [r.handle for r in self._rows] + self._waiting:
             handle._fail(VinstructError("the engine was shut down"))
+
+    def _fail(self, handles: list[RequestHandle], err: Exception) -> None:
+        """Fail these requests and start the running batch afresh (its cache may be half-updated)."""
+        for handle in handles:
+            if not handle.done:
+                handle._fail(err)
+        self._rows, self._batch = [], KVBatch.empty(device=self.model.device)
+
+    def _admit_isolated(self, handles: list[RequestHandle]) -> None:
+        """Prefill `handles` together; if that fails, prefill them one by one so only the culprit fails.
+
+        `_admit` changes the running batch only once everything else has worked, so a failed attempt
+        leaves the requests already decoding untouched.
+        """
+        try:
+            self._admit(handles)
+        except Exception as err:
+            for handle in handles:
+                if handle.done:
+                    continue
+                if len(handles) == 1 or handle.first_token_at is not None:  # alone, or already streaming
+                    handle._fail(err)
+                else:
+                    self._admit_isolated([handle])
 
     def _take_waiting(self) -> list[RequestHandle]:
         """Requests to prefill now: as many as free batch slots and the prefill budget allow."""
@@ -262,8 +288,9 @@ class Engine:
                              images=h.image_keys))
         self.stats.prefills += 1
         survivors = self._sample(rows, out.logits[:, -1, :], batch)
-        self._rows += [rows[i] for i in survivors]
-        self._batch = KVBatch.concat([self._batch, batch.select(survivors)]) if survivors else self._batch
+        if survivors:  # the new batch first: the running one changes only if building it worked
+            self._batch = KVBatch.concat([self._batch, batch.select(survivors)])
+            self._rows = self._rows + [rows[i] for i in survivors]
         self.stats.max_batch = max(self.stats.max_batch, len(self._rows))
 
     def _uncached_pixels(self, handles, hits) -> torch.Tensor | None:
@@ -299,17 +326,26 @@ class Engine:
             self._batch = self._batch.select(survivors) if survivors else KVBatch.empty(device=self.model.device)
 
     def _sample(self, rows: list[_Row], logits: torch.Tensor, batch: KVBatch) -> list[int]:
-        """Choose each row's next token, stream its text, finish rows that are done; return the rest."""
-        chosen = choose_tokens(logits.float(), [r.handle.params for r in rows], [r.generator for r in rows])
+        """Choose each row's next token, stream its text, finish rows that are done; return the rest.
+
+        A row that fails here (sampling, decoding its text) fails alone and leaves the batch.
+        """
+        logits = logits.float()
+        greedy = logits.argmax(dim=-1).tolist()
         survivors = []
         for index, row in enumerate(rows):
-            row.pending = int(chosen[index])
-            row.state.push(row.pending)
-            row.handle._text(row.state.new_text())
-            if row.state.finish_reason is None:
-                survivors.append(index)
-                continue
-            self._finish(row, batch, index)
+            try:
+                params = row.handle.params
+                row.pending = greedy[index] if params.greedy else sample_token(logits[index], params, row.generator)
+                row.state.push(row.pending)
+                row.handle._text(row.state.new_text())
+                if row.state.finish_reason is None:
+                    survivors.append(index)
+                    continue
+                self._finish(row, batch, index)
+            except Exception as err:
+                if not row.handle.done:
+                    row.handle._fail(err)
         return survivors
 
     def _finish(self, row: _Row, batch: KVBatch, index: int) -> None:

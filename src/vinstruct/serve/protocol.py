@@ -162,9 +162,7 @@ def parse_chat_request(body, limits: Limits) -> ChatRequest:
         stop=_stop(body, limits),
         seed=seed,
     )
-    if params.top_p <= 0:
-        raise ApiError(400, "'top_p' must be greater than 0", "top_p")
-    stream = body.get("stream", False)
+    stream = False if body.get("stream") is None else body["stream"]
     if not isinstance(stream, bool):
         raise ApiError(400, "'stream' must be true or false", "stream")
     options = body.get("stream_options") or {}
