@@ -18,7 +18,7 @@ QUESTION_TYPES = ("count", "color", "shape", "exists", "side", "level", "relatio
                   "compare", "describe", "reason", "other")
 
 _RULES = [
-    ("reason", re.compile(r"\bif\b.*\bwould\b|\bwhy\b|\bhow come\b|\bexplain\b|\bin what order\b")),
+    ("reason", re.compile(r"\bif\b.*\bwould\b|\bwhy\b|\bhow come\b|\bin what order\b")),
     ("count", re.compile(r"\bhow many\b|\bcount\b|\bnumber of\b")),
     ("color", re.compile(r"\b(?:what|which) colou?rs?\b|\bcolou?r of\b|\bwhat colou?r\b")),
     ("superlative", re.compile(r"\b(?:largest|biggest|smallest|tiniest)\b")),
@@ -28,12 +28,12 @@ _RULES = [
                             r"|\bclosest\b|\bnearest\b|\bfarthest\b")),
     ("side", re.compile(r"\bleft or (?:the )?right\b|\bright or (?:the )?left\b|\bwhich side\b")),
     ("level", re.compile(r"\btop or (?:the )?bottom\b|\bbottom or (?:the )?top\b|\bupper or lower\b|\blower or upper\b")),
+    ("describe", re.compile(r"\bdescri|\btell me about\b|\bwhat do you see\b|\bwhat is (?:in|shown|happening)\b"
+                            r"|\bwhat does (?:the|this) (?:image|picture|photo) (?:show|contain)\b|\bwalk me through\b"
+                            r"|\baccount of\b|\bwhat can you see\b|\bwhat (?:this|the) (?:image|picture|photo) shows\b")),
     ("exists", re.compile(r"^(?:is|are) there\b|\b(?:do|can) you (?:see|spot|find|notice)\b"
                           r"|\bdoes (?:the|this) (?:image|picture|photo) (?:contain|show|have|include)\b")),
     ("where", re.compile(r"^where\b|\bwhere (?:is|are)\b|\bin which part\b")),
-    ("describe", re.compile(r"\bdescri|\btell me about\b|\bwhat do you see\b|\bwhat is (?:in|shown|happening)\b"
-                            r"|\bwhat does (?:the|this) (?:image|picture|photo) (?:show|contain)\b|\bwalk me through\b"
-                            r"|\baccount of\b|\bwhat can you see\b")),
     ("reason", re.compile(r"\bwhy\b|\bhow come\b|\bwhat might\b|\bwhat would\b|\bif\b|\bexplain\b|\breason\b")),
 ]
 _IMAGE_TAIL = frozenset("in on the this that image picture photo photograph scene here visible at all".split())
