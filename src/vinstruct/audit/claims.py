@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from vinstruct.audit.positions import Location, find_locations
 from vinstruct.audit.question import QuestionContext
 from vinstruct.audit.text import Mention, find_mentions, sentences, tokenize
-from vinstruct.audit.vocabulary import (COLLECTIVE, COLOR, COLOR_MOD, COPULA, HYPO, NOUN, NUM, PRON, SIZE, SUPER,
-                                        Lexicon)
+from vinstruct.audit.vocabulary import (COLLECTIVE, COLOR, COLOR_MOD, COPULA, HYPOTHETICAL, NOUN, NUM, SIZE, SUPER,
+                                        SUPERLATIVES, Lexicon)
 
 CLAIM_KINDS = ("object", "count", "color", "position", "relation", "size")
 
@@ -73,7 +73,7 @@ def extract_claims(answer: str, ctx: QuestionContext, lex: Lexicon) -> list[Clai
             continue  # a rhetorical question ("First, where is everything?") states nothing
         reader = _Sentence(tokens, lex, ctx, topic, first=number == 0)
         found = reader.read()
-        if any(lex.words.get(t, (None,))[0] == HYPO for t in tokens):
+        if not HYPOTHETICAL.isdisjoint(tokens):
             for claim in found:
                 claim.hypothetical = True
         claims += found
@@ -243,7 +243,7 @@ class _Sentence:
             value = (loc.h, loc.v, loc.center)
             for subject in subjects:
                 self.placed.add(id(subject))
-                if subject.count is not None and subject.count != 1:
+                if subject.count is not None and subject.count != 1 and any(subject is m for m in self.mentions):
                     subject.region = value  # "two shapes on the left": a count of what is there
                 if subject.names_something:
                     self.add("position", Ref.of(subject), value, min(subject.start, loc.start), max(subject.end, loc.end))
@@ -342,7 +342,8 @@ class _Sentence:
 
     def _superlatives(self) -> None:
         tokens, kinds = self.tokens, self.kinds
-        words = [(i, kinds[i][1]) for i in range(len(tokens)) if kinds[i][0] == SUPER]
+        words = [] if SUPERLATIVES.keys().isdisjoint(tokens) else \
+            [(i, kinds[i][1]) for i in range(len(tokens)) if kinds[i][0] == SUPER]
         if not words and self.first and self.ctx.kind == "superlative" and self.ctx.superlative:
             named = [m for m in self.mentions if m.noun is not None and not m.negated]
             if named:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from vinstruct.audit.check import CONTRADICTED, GROUNDED, UNVERIFIABLE, check_claim
 from vinstruct.audit.claims import Claim, extract_claims
-from vinstruct.audit.question import read_question
+from vinstruct.audit.question import QuestionContext, read_question
 from vinstruct.audit.scene import AuditScene, build_scene, set_mode, world_vocabulary
 from vinstruct.audit.vocabulary import Lexicon, lexicon
 from vinstruct.data.coco import CocoImage, CocoSet
@@ -40,9 +40,15 @@ class TurnAudit:
 
 
 class Auditor:
+    # Generated data repeats itself ("It is on the left.", "How many shapes are there?"): claims depend on the
+    # words only, so they are read once per distinct (question, answer) and checked per image.
+    CACHE_SIZE = 200_000
+
     def __init__(self, mode: str, lex: Lexicon):
         self.mode, self.lex = mode, lex
         self._scenes: dict[int, AuditScene] = {}
+        self._claims: dict[tuple, list[Claim]] = {}
+        self._questions: dict[str | None, QuestionContext] = {}
 
     @classmethod
     def for_set(cls, coco: CocoSet) -> "Auditor":
@@ -62,7 +68,16 @@ class Auditor:
 
     def audit_turn(self, question: str | None, answer: str, image: CocoImage) -> TurnAudit:
         scene = self.scene(image)
-        claims = extract_claims(answer, read_question(question, self.lex), self.lex)
+        claims = self._claims.get((question, answer))
+        if claims is None:
+            context = self._questions.get(question)
+            if context is None:
+                context = read_question(question, self.lex)
+                if len(self._questions) < self.CACHE_SIZE:
+                    self._questions[question] = context
+            claims = extract_claims(answer, context, self.lex)
+            if len(self._claims) < self.CACHE_SIZE:
+                self._claims[(question, answer)] = claims
         verdicts = [Verdict(claim, *check_claim(claim, scene)) for claim in claims]
         statuses = {v.status for v in verdicts}
         status = CONTRADICTED if CONTRADICTED in statuses else GROUNDED if GROUNDED in statuses else UNVERIFIABLE

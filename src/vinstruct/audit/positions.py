@@ -48,7 +48,12 @@ def _read_positions(tokens: list[str], j: int) -> tuple[int, dict[str, str]]:
     return j, found
 
 
+_TRIGGERS = frozenset(POSITIONS) | frozenset(_RELATION_WORDS)
+
+
 def find_locations(tokens: list[str]) -> list[Location]:
+    if _TRIGGERS.isdisjoint(tokens):
+        return []  # most sentences say nothing about where things are
     n = len(tokens)
     out: list[Location] = []
     i = 0

@@ -77,9 +77,13 @@ def find_mentions(tokens: list[str], lex: Lexicon) -> list[Mention]:
     words = lex.words
     mentions: list[Mention] = []
     n = len(tokens)
+    heads = lex.heads
     i = 0
     while i < n:
         tok = tokens[i]
+        if tok not in heads:
+            i += 1
+            continue
         noun, end = None, i + 1
         if i + 1 < n and (tok, tokens[i + 1]) in lex.pairs:
             noun, end = lex.pairs[(tok, tokens[i + 1])], i + 2

@@ -101,6 +101,7 @@ class Lexicon:
     words: dict[str, tuple[int, object]] = field(default_factory=dict)
     pairs: dict[tuple[str, str], str] = field(default_factory=dict)
     nouns: frozenset = frozenset()
+    heads: frozenset = frozenset()  # words that may end (or start) an object phrase: a quick first filter
 
 
 def _noun_forms(word: str) -> list[str]:
@@ -154,4 +155,6 @@ def lexicon(mode: str, extra_shapes: frozenset = frozenset(), extra_colors: froz
     words.update({w: (HYPO, w) for w in HYPOTHETICAL})
     words.update({w: (PREP, w) for w in PREPOSITIONS})
     lex.nouns = frozenset(nouns)
+    lex.heads = frozenset(w for w, (kind, _) in words.items() if kind in (NOUN, COLLECTIVE)) | {"one"} | \
+        {first for first, _ in lex.pairs}
     return lex
