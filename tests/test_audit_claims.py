@@ -109,3 +109,20 @@ def test_a_turn_is_contradicted_by_any_claim_grounded_by_one_and_unverifiable_wi
     assert auditor.audit_turn(None, "The circle is red and the star is green.", SCENE).status == "contradicted"
     assert auditor.audit_turn(None, "The circle is red.", SCENE).status == "grounded"
     assert auditor.audit_turn(None, "What a lovely picture!", SCENE).status == "unverifiable"
+
+
+def test_any_text_is_read_without_error(auditor):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    words = st.sampled_from("a the no not is it they two 3 of them red blue circle stars shape one left right top "
+                            "center corner half to above below largest small if would yes , . ; : ? ( ) n't "
+                            "dog color only other by than".split())
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(words, max_size=12).map(" ".join), st.lists(words, max_size=40).map(" ".join))
+    def read(question, answer):
+        turn = auditor.audit_turn(question or None, answer, SCENE)
+        assert turn.status in ("grounded", "contradicted", "unverifiable")
+
+    read()

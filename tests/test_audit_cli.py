@@ -103,3 +103,15 @@ def test_bad_input_gets_one_line_naming_the_sample_or_is_counted(tiny_world, tmp
     assert "1 skipped: image not in the annotations=1" in printed and "empty answer=1" in printed
     report = (tmp_path / "r" / "REPORT.md").read_text()
     assert "image not in the annotations (e.g. `missing`)" in report and "empty answer (e.g. `empty`)" in report
+
+
+def test_a_summary_and_a_one_table_section_for_other_reports(tiny_world, two_data_sets, tmp_path):
+    from vinstruct.audit import audit_summary, write_audit_section
+
+    summary = audit_summary(two_data_sets / "wrong.json", tiny_world, "train")
+    json.dumps(summary)  # JSON-able, for a report's own records
+    assert set(summary["by_type"]) == {"conversation", "detail", "complex"}
+    assert 0.5 < summary["grounded_rate"] < 1 and summary["claims"]["contradicted"] > 0
+    markdown = write_audit_section(summary, tmp_path)
+    assert markdown.count("\n| ") >= 4 and "![claims by kind](data_audit.png)" in markdown
+    assert (tmp_path / "data_audit.png").read_bytes()[:4] == b"\x89PNG"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from vinstruct.audit.positions import Location, find_locations
 from vinstruct.audit.question import QuestionContext
 from vinstruct.audit.text import Mention, find_mentions, sentences, tokenize
-from vinstruct.audit.vocabulary import (COLLECTIVE, COLOR, COLOR_MOD, COPULA, HYPOTHETICAL, NOUN, NUM, SIZE, SUPER,
-                                        SUPERLATIVES, Lexicon)
+from vinstruct.audit.vocabulary import (COLLECTIVE, COLOR, COLOR_MOD, COPULA, HYPOTHETICAL, NOUN, NUM, POSITIONS, SIZE,
+                                        SUPER, SUPERLATIVES, Lexicon)
 
 CLAIM_KINDS = ("object", "count", "color", "position", "relation", "size")
 
@@ -137,9 +137,13 @@ class _Sentence:
                 if m.count is not None and not m.negated:
                     count = m.count + 1 if m.other else m.count  # "a square and two other shapes": three in all
                     self.add("count", Ref(None, None), count, m.start, m.end, region=m.region)
+                    if m.region and m.apposition:
+                        self.add("count", Ref(None, None), count, m.start, m.end)
                 continue
             if m.count is not None and not m.other:
                 self.add("count", Ref.of(m), m.count, m.start, m.end, region=m.region)
+                if m.region and m.apposition:
+                    self.add("count", Ref.of(m), m.count, m.start, m.end)
             elif m.negated:
                 self.add("object", Ref.of(m), None, m.start, m.end, negated=True)
             elif not m.other:
@@ -167,6 +171,8 @@ class _Sentence:
                     self._shape_predicate(i, self.starts[k])
             elif kind == NUM and i + 3 < n and tokens[i + 1] == "of" and "." not in tok:
                 self._part_count(i)
+            elif kind == COLOR and i + 1 < n and tokens[i + 1] == ":" and (i == 0 or tokens[i - 1] in (";", ":")):
+                self.add("color", None, kinds[i][1], i, i + 1)  # "Red: a red circle and a red star": a colour there
             elif kind == COLOR and i + 3 < n and tokens[i + 1] in ("appears", "occurs") and tokens[i + 3] in ("times", "time"):
                 count = self._number(tokens[i + 2])
                 if count is not None:
@@ -243,8 +249,10 @@ class _Sentence:
             value = (loc.h, loc.v, loc.center)
             for subject in subjects:
                 self.placed.add(id(subject))
-                if subject.count is not None and subject.count != 1 and any(subject is m for m in self.mentions):
+                if subject.count is not None and any(subject is m for m in self.mentions):
                     subject.region = value  # "two shapes on the left": a count of what is there
+                    # "1 shape in the image, in the top right corner": where they all are, and how many in all
+                    subject.apposition = "," in self.tokens[subject.end:loc.start]
                 if subject.names_something:
                     self.add("position", Ref.of(subject), value, min(subject.start, loc.start), max(subject.end, loc.end))
 
@@ -328,6 +336,8 @@ class _Sentence:
             count = self._number(tokens[j]) if j < len(tokens) else None
             if count is not None and j not in self.starts and not (j + 1 < len(tokens) and tokens[j + 1] == "of"):
                 self.add("count", Ref.of(topic), count, 0, j + 1)
+        elif ctx.kind in ("side", "level", "where") and self._bare_place() is not None and topic.names_something:
+            self.add("position", Ref.of(topic), self._bare_place(), 0, len(tokens))
         elif ctx.kind == "color" and self.kinds[0][0] == COLOR and topic.noun is not None and \
                 (len(tokens) == 1 or self.kinds[1][0] not in (NOUN, COLLECTIVE)):
             self.add("color", Ref(topic.noun, None), self.kinds[0][1], 0, 1)
@@ -339,6 +349,14 @@ class _Sentence:
             named = [m for m in self.mentions if m.noun is not None]
             if named and named[0].color is None:
                 named[0].color = topic.color
+
+    def _bare_place(self) -> tuple | None:
+        """'Left.', 'Right side.', 'Top.': a one-word answer to a left-or-right question."""
+        words = [t for t in self.tokens if t not in (".", "!", ",")]
+        if not words or len(words) > 2 or words[0] not in POSITIONS or words[1:] not in ([], ["side"], ["half"]):
+            return None
+        axis, value = POSITIONS[words[0]]
+        return (value if axis == "h" else None, value if axis == "v" else None, axis == "c")
 
     def _superlatives(self) -> None:
         tokens, kinds = self.tokens, self.kinds

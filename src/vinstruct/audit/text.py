@@ -58,6 +58,7 @@ class Mention:
     other: bool = False  # "two other shapes"
     definite: bool = False  # "the ...": refers to something already known
     region: tuple | None = None  # set when a where-phrase limits a count: (h, v, center)
+    apposition: bool = False  # the where-phrase follows a comma: it says where they all are
 
     @property
     def names_something(self) -> bool:
