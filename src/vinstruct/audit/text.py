@@ -53,10 +53,8 @@ class Mention:
     size: str | None = None  # "small" / "large"
     count: int | None = None  # a number said right before the phrase
     negated: bool = False
-    superlative: str | None = None  # "largest" / "smallest" in the phrase itself
     only: bool = False  # "the only circle"
     other: bool = False  # "two other shapes"
-    definite: bool = False  # "the ...": refers to something already known
     region: tuple | None = None  # set when a where-phrase limits a count: (h, v, center)
     apposition: bool = False  # the where-phrase follows a comma: it says where they all are
 
@@ -125,9 +123,7 @@ def _read_premodifiers(tokens: list[str], head: int, m: Mention, lex: Lexicon) -
             colors.insert(0, kind[1])
         elif kind[0] == SIZE:
             m.size = m.size or kind[1]
-        elif kind[0] == SUPER:
-            m.superlative = kind[1]
-        elif kind[0] == COLOR_MOD or tok in ("sized", "colored", "coloured", "shaped"):
+        elif kind[0] == COLOR_MOD or kind[0] == SUPER or tok in ("sized", "colored", "coloured", "shaped"):
             pass
         elif tok == "other":
             m.other = True
@@ -161,7 +157,6 @@ def _read_premodifiers(tokens: list[str], head: int, m: Mention, lex: Lexicon) -
     entry = words.get(tok, (None, None))
     if entry[0] == DET:
         m.start = j
-        m.definite = tok in ("the", "this", "that", "these", "those", "its", "their")
         if tok in ("a", "an") and j >= 1 and tokens[j - 1] == "single":
             m.count = 1
         if m.only and tok == "the" and not (j >= 1 and tokens[j - 1] == "not"):

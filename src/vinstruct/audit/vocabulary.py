@@ -65,7 +65,7 @@ _IRREGULAR = {"people": "people", "men": "men", "women": "women", "children": "c
               "geese": "goose", "leaves": "leaf", "kids": "kid", "persons": "persons", "glasses": "glass"}
 
 # Token classes.
-COLOR, COLOR_MOD, SIZE, NUM, DET, NEG, NOUN, COLLECTIVE, POS, COPULA, SUPER, PRON, HYPO, PREP = range(14)
+COLOR, COLOR_MOD, SIZE, NUM, DET, NEG, NOUN, COLLECTIVE, POS, COPULA, SUPER = range(11)
 DETERMINERS = frozenset("a an the this that these those its their another any some each every all both several "
                         "many few multiple".split())
 NEGATIONS = frozenset("no not none neither nor without never".split())
@@ -73,7 +73,6 @@ POSITIONS = {"left": ("h", "left"), "right": ("h", "right"), "top": ("v", "top")
              "bottom": ("v", "bottom"), "lower": ("v", "bottom"), "center": ("c", "center"),
              "centre": ("c", "center"), "middle": ("c", "center")}
 COPULAS = frozenset("is are was were appears appear looks look seems seem".split())
-PRONOUNS = frozenset("it they them both".split())
 # Words that make a sentence hypothetical or counterfactual: its claims are not about the image as it is.
 HYPOTHETICAL = frozenset("if would could might removing removed remove leaves leave remain remaining remains imagine "
                          "suppose assuming unless".split())
@@ -95,12 +94,11 @@ def singular(word: str) -> str:
 
 @dataclass
 class Lexicon:
-    """word -> (class, value); two-word nouns; which nouns exist in this vocabulary."""
+    """word -> (class, value); two-word nouns."""
 
     mode: str  # "shapes" or "coco"
     words: dict[str, tuple[int, object]] = field(default_factory=dict)
     pairs: dict[tuple[str, str], str] = field(default_factory=dict)
-    nouns: frozenset = frozenset()
     heads: frozenset = frozenset()  # words that may end (or start) an object phrase: a quick first filter
 
 
@@ -118,7 +116,6 @@ def lexicon(mode: str, extra_shapes: frozenset = frozenset(), extra_colors: froz
     """The lexicon for a mode; the shapes world's may add shape/colour names found in its annotations."""
     lex = Lexicon(mode)
     words = lex.words
-    nouns: set[str] = set()
     coco_single = {c: c for c in COCO_CATEGORIES if " " not in c}
     coco_pairs = {tuple(c.split()): c for c in COCO_CATEGORIES if " " in c}
     synonyms = {w: cat for cat, text in COCO_SYNONYMS.items() for w in text.split()}
@@ -128,13 +125,11 @@ def lexicon(mode: str, extra_shapes: frozenset = frozenset(), extra_colors: froz
     for word, category in {**coco_single, **synonyms}.items():
         for form in _noun_forms(word):
             words[form] = (NOUN, category)
-        nouns.add(category)
     lex.pairs = {**coco_pairs, **COCO_SYNONYM_PAIRS}
     if mode == "shapes":
         for shape in SHAPES | extra_shapes:
             for form in _noun_forms(shape):
                 words[form] = (NOUN, shape)
-            nouns.add(shape)
     for word in COLORS | extra_colors:
         if word not in words or mode == "shapes":
             words[word] = (COLOR, "gray" if word == "grey" else word)
@@ -151,10 +146,6 @@ def lexicon(mode: str, extra_shapes: frozenset = frozenset(), extra_colors: froz
     words.update({w: (NEG, w) for w in NEGATIONS})
     words.update({w: (POS, v) for w, v in POSITIONS.items()})
     words.update({w: (COPULA, w) for w in COPULAS})
-    words.update({w: (PRON, w) for w in PRONOUNS})
-    words.update({w: (HYPO, w) for w in HYPOTHETICAL})
-    words.update({w: (PREP, w) for w in PREPOSITIONS})
-    lex.nouns = frozenset(nouns)
     lex.heads = frozenset(w for w, (kind, _) in words.items() if kind in (NOUN, COLLECTIVE)) | {"one"} | \
         {first for first, _ in lex.pairs}
     return lex
