@@ -82,7 +82,8 @@ def test_a_real_llm_teacher_served_by_transformers_writes_data_the_audit_reads(p
     port = free_port()
     cache = tmp_path / "hf-cache"
     cache.mkdir()
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "TRANSFORMERS_VERBOSITY": "error"}
+    # One thread: on a shared 2-core machine a second one mostly spins waiting for a core.
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", "--port", str(port),
                                str(packaged_lm_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
