@@ -169,7 +169,7 @@ class _Sentence:
                                 self.add("size", Ref.of(subject), kinds[k][1], subject.start, k + 1)
                 elif k in self.starts and tokens[k] in ("a", "an") and self.starts[k].noun is not None:
                     self._shape_predicate(i, self.starts[k])
-            elif kind == NUM and i + 3 < n and tokens[i + 1] == "of" and "." not in tok:
+            elif i + 3 < n and tokens[i + 1] == "of" and self._number(tok) is not None:
                 self._part_count(i)
             elif kind == COLOR and i + 1 < n and tokens[i + 1] == ":" and (i == 0 or tokens[i - 1] in (";", ":")):
                 self.add("color", None, kinds[i][1], i, i + 1)  # "Red: a red circle and a red star": a colour there
@@ -209,7 +209,7 @@ class _Sentence:
                 predicate.color = subject.color
 
     def _part_count(self, i: int) -> None:
-        """'Two of the shapes are red' -> two red shapes; 'two of them are red' -> two red (of the topic)."""
+        """'Two of the shapes are red' -> two red shapes; 'two of them are red' -> two red objects."""
         tokens, n = self.tokens, len(self.tokens)
         count = self._number(tokens[i])
         group, k = None, i + 2
