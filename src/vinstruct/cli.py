@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "base-lm": ("vinstruct.commands.base_lm", "write a packaged pretrained chat LM (SmolLM2-135M-Instruct) as an --llm directory"),
     "teacher": ("vinstruct.commands.teacher", "serve the offline scripted teacher (OpenAI-compatible endpoint)"),
     "generate": ("vinstruct.commands.generate", "generate LLaVA instruction data with a teacher LLM"),
+    "audit": ("vinstruct.commands.audit", "audit instruction data against its annotations: grounding, diversity"),
     "train": ("vinstruct.commands.train", "train a stage: feature alignment (pretrain) or end-to-end (finetune)"),
     "predict": ("vinstruct.commands.predict", "batched answers to a question file (resumable)"),
     "eval": ("vinstruct.commands.eval", "evaluate a model: world exact QA, POPE, LLaVA-Bench, ScienceQA; compare runs"),

@@ -68,6 +68,12 @@ def configure(parser) -> None:
     teacher.add_argument("--price-out", type=float, default=0.0, help="price per 1M completion tokens")
     teacher.add_argument("--cache", type=Path, help="reply cache (default: <out stem>.cache.jsonl beside --out)")
     teacher.add_argument("--max-words", type=int, help="drop samples whose answers exceed this many words")
+    teacher.add_argument("--keep-truncated", action="store_true",
+                         help="keep replies cut at --max-tokens (up to their last full sentence) instead of retrying "
+                              "them; for small local models that rarely stop on their own")
+    data.add_argument("--audit", action="store_true",
+                      help="check every answer against the annotations (vinstruct audit) and drop the contradicted "
+                           "ones; counted per type in the stats")
 
     parser.add_argument("--show-prompt", action="store_true", help="print the messages of the first request and stop")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -111,7 +117,7 @@ def _teacher_config(args, needs_teacher: bool):
                          api_key=resolve_api_key(args.teacher_url, args.api_key_env), concurrency=args.concurrency,
                          rpm=args.rpm, tpm=args.tpm, timeout=args.timeout, max_retries=args.max_retries,
                          temperature=args.temperature, max_tokens=args.max_tokens, price_in=args.price_in,
-                         price_out=args.price_out)
+                         price_out=args.price_out, keep_truncated=args.keep_truncated)
 
 
 def _options(args):
@@ -135,7 +141,7 @@ def _options(args):
         shard=parse_shard(args.shard) if args.shard else None, limit=args.limit, image_dir=args.image_dir,
         image_root=args.image_root, cache=args.cache, mix=parse_ratios(args.mix) if args.mix else None,
         pack=args.pack, filters=filters, skip_uncaptioned=args.skip_uncaptioned,
-        on_bad_annotation=args.on_bad_annotation, progress=not args.no_progress)
+        on_bad_annotation=args.on_bad_annotation, progress=not args.no_progress, audit=args.audit)
 
 
 def _show_prompt(options) -> int:

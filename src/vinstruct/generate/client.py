@@ -68,6 +68,9 @@ class TeacherConfig:
     price_in: float = 0.0
     price_out: float = 0.0
     extra_body: dict = field(default_factory=dict)
+    # A reply cut off at max_tokens is retried by default (a hosted model rarely hits the limit); with a
+    # small local model it always does, and the pipeline keeps the reply up to its last full sentence.
+    keep_truncated: bool = False
 
     def __post_init__(self):
         if self.concurrency < 1:
@@ -195,7 +198,7 @@ class TeacherClient:
         text = choice.message.content if choice.message else None
         if text is None:
             raise _Retry("malformed", "the reply has no text content")
-        if choice.finish_reason == "length":
+        if choice.finish_reason == "length" and not self.config.keep_truncated:
             raise _Retry("truncated", f"reply cut off at the token limit ({completion} tokens)")
         return Completion(text, choice.finish_reason or "stop", prompt, completion, model=response.model or "")
 

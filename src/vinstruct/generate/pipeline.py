@@ -58,6 +58,7 @@ class GenerateOptions:
     skip_uncaptioned: bool = False
     on_bad_annotation: str = "skip"  # skip (and count) or fail on unusable annotations, image entries, image files
     progress: bool = True
+    audit: bool = False  # check answers against the annotations; drop contradicted ones (vinstruct.audit)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Plan:
     tasks: list[Task]
     image_refs: dict
     skipped: list[InputProblem] = field(default_factory=list)  # input entries this run leaves out
+    auditor: object | None = None  # vinstruct.audit.engine.Auditor when --audit
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -145,7 +147,12 @@ def plan_run(opts: GenerateOptions) -> Plan:
                 key = request_key(opts.teacher.model, task, image.id, index, digest)
                 tasks.append(Task(image, task, index, messages, stable_seed(opts.seed, image.id, task, index) % 2**31,
                                   key, digest))
-    return Plan(images, prompts, tasks, refs, skipped)
+    auditor = None
+    if opts.audit:
+        from vinstruct.audit.engine import Auditor
+
+        auditor = Auditor.for_set(coco)
+    return Plan(images, prompts, tasks, refs, skipped, auditor)
 
 
 def _problems_of_this_run(coco: CocoSet, images: list[CocoImage], shard: tuple[int, int] | None) -> list[InputProblem]:
@@ -186,8 +193,17 @@ def _row(task: Task, completion, model: str) -> dict:
             "attempts": completion.attempts, "seconds": round(completion.seconds, 3)}
 
 
-def build_sample(plan: Plan, opts: GenerateOptions, task: Task, text: str, seen: set | None) -> tuple[dict | None, str | None]:
-    """(sample, None) or (None, reason) for one teacher reply."""
+def trim_cut_sentence(text: str) -> str:
+    """A reply cut at the token limit, up to the end of its last complete sentence."""
+    end = max(text.rfind(mark) for mark in (".", "!", "?"))
+    return text[:end + 1] if end >= 0 else text
+
+
+def build_sample(plan: Plan, opts: GenerateOptions, task: Task, text: str, seen: set | None,
+                 audit: Counter | None = None, truncated: bool = False) -> tuple[dict | None, str | None]:
+    """(sample, None) or (None, reason) for one teacher reply; `audit` counts answers checked and removed."""
+    if truncated:
+        text = trim_cut_sentence(text)
     try:
         pairs = parse_reply(task.type, text)
     except ParseError as err:
@@ -195,6 +211,14 @@ def build_sample(plan: Plan, opts: GenerateOptions, task: Task, text: str, seen:
     reason = check_sample(task.type, pairs, opts.filters, seen)
     if reason:
         return None, reason
+    if plan.auditor is not None:
+        checked = [(q, a, plan.auditor.audit_turn(q, a, task.image).status) for q, a in pairs]
+        pairs = [(q, a) for q, a, status in checked if status != "contradicted"]
+        if audit is not None:
+            audit["answers"] += len(checked)
+            audit["contradicted"] += len(checked) - len(pairs)
+        if not pairs:
+            return None, "contradicted"
     sample = teacher_sample(task.image, plan.image_refs[task.image.id], task.type, task.index, pairs,
                             plan.prompts.detail_questions, opts.seed)
     return sample, None
@@ -276,7 +300,9 @@ def _assemble(plan: Plan, opts: GenerateOptions, journal: Journal | None, failur
                     continue
                 type_stats.prompt_tokens += row.get("prompt_tokens", 0)
                 type_stats.completion_tokens += row.get("completion_tokens", 0)
-                sample, reason = build_sample(plan, opts, task, row["text"], seen)
+                truncated = row.get("finish_reason") == "length"
+                type_stats.truncated += truncated
+                sample, reason = build_sample(plan, opts, task, row["text"], seen, type_stats.audit, truncated)
                 if sample is None:
                     type_stats.dropped[reason] += 1
                 else:
@@ -308,12 +334,14 @@ def _fetch_missing(plan: Plan, opts: GenerateOptions, journal: Journal, stats: R
     for task in plan.tasks:
         if task.key in journal:
             stats.types[task.type].cached += 1
-    cached = [build_sample(plan, opts, t, journal.get(t.key)["text"], None)[0] for t in plan.tasks if t.key in journal]
+    cached = [build_sample(plan, opts, t, journal.get(t.key)["text"], None,
+                           truncated=journal.get(t.key).get("finish_reason") == "length")[0]
+              for t in plan.tasks if t.key in journal]
     partial = _PartialOutput(companion(opts.out, "partial.jsonl"), [s for s in cached if s])
 
     def on_row(task, row):
         stats.types[task.type].fetched += 1
-        sample, _ = build_sample(plan, opts, task, row["text"], None)
+        sample, _ = build_sample(plan, opts, task, row["text"], None, truncated=row.get("finish_reason") == "length")
         if sample:
             partial.add(sample)
 

@@ -19,12 +19,19 @@ class TypeStats:
     dropped: Counter = field(default_factory=Counter)  # reply unusable, by reason
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    truncated: int = 0  # replies cut at the token limit, kept up to their last full sentence
+    audit: Counter = field(default_factory=Counter)  # --audit: answers checked / contradicted and removed
 
     def as_dict(self, price_in: float, price_out: float) -> dict:
-        return {"tasks": self.tasks, "cached": self.cached, "fetched": self.fetched, "kept": self.kept,
-                "dropped": dict(sorted(self.dropped.items())), "failed": dict(sorted(self.failed.items())),
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cost": round(cost_of(self.prompt_tokens, self.completion_tokens, price_in, price_out), 6)}
+        out = {"tasks": self.tasks, "cached": self.cached, "fetched": self.fetched, "kept": self.kept,
+               "dropped": dict(sorted(self.dropped.items())), "failed": dict(sorted(self.failed.items())),
+               "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+               "cost": round(cost_of(self.prompt_tokens, self.completion_tokens, price_in, price_out), 6)}
+        if self.truncated:
+            out["truncated"] = self.truncated
+        if self.audit:
+            out["audit"] = dict(sorted(self.audit.items()))
+        return out
 
 
 @dataclass
@@ -74,6 +81,8 @@ def stats_table(stats: dict) -> str:
              "  dropped / failed"]
     for task, s in stats["types"].items():
         problems = [f"{r}={n}" for r, n in s["dropped"].items()] + [f"failed:{r}={n}" for r, n in s["failed"].items()]
+        problems += [f"truncated={s['truncated']}"] if s.get("truncated") else []
+        problems += [f"audit:{r}={n}" for r, n in s.get("audit", {}).items()]
         lines.append(f"{task:<13}{s['tasks']:>7}{s['cached']:>8}{s['kept']:>8}{s['prompt_tokens']:>11}"
                      f"{s['completion_tokens']:>11}{s['cost']:>10.4f}  {', '.join(problems) or '-'}")
     lines.append(f"{stats['samples']} samples from {stats['images']} images")
@@ -101,7 +110,9 @@ def merge_stats(parts: list[dict]) -> dict:
                                                      "cost": 0.0})
             for key in ("tasks", "cached", "fetched", "kept", "prompt_tokens", "completion_tokens", "cost"):
                 into[key] += s.get(key, 0)
-            for key in ("dropped", "failed"):
+            into["truncated"] = into.get("truncated", 0) + s.get("truncated", 0)
+            for key in ("dropped", "failed", "audit"):
+                into.setdefault(key, {})
                 for reason, n in s.get(key, {}).items():
                     into[key][reason] = into[key].get(reason, 0) + n
     merged["skipped"] = skipped_summary(skipped)  # each shard reports its own entries: none twice
