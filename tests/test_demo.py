@@ -14,15 +14,16 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-STEPS = ["world", "bootstrap", "data", "train_full", "eval_full", "train_same_budget", "eval_same_budget",
+STEPS = ["world", "bootstrap", "data", "train_full", "eval_full", "chat", "train_same_budget", "eval_same_budget",
          "train_no_stage1", "eval_no_stage1",
          "train_caption_only", "eval_caption_only", "train_linear_projector", "eval_linear_projector",
          "train_last_layer", "eval_last_layer"]
 
 
 def _demo(out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vinstruct", "demo", "--quick", "--size", "tiny", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    # Ablations at half the budget, so that the same-budget reference is trained too.
+    return subprocess.run([sys.executable, "-m", "vinstruct", "demo", "--quick", "--size", "tiny", "--out", str(out),
+                           "--ablations", "--ablation-scale", "0.5"], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
