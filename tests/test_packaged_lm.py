@@ -93,6 +93,15 @@ def test_make_setup_installs_the_versions_the_registry_names():
     assert "pip install -q --no-deps -r requirements-nodeps.txt" in makefile
 
 
+def test_zero_shot_text_qa_asks_a_non_chatml_lm_in_vicuna_format(tiny_parts, tiny_world):
+    from vinstruct.bootstrap.text_qa import text_qa_score
+
+    qa = text_qa_score(tiny_parts[1], tiny_world, questions=4, max_new_tokens=3)
+    assert (qa["template"], qa["questions"], len(qa["examples"])) == ("vicuna_v1", 4, 4)
+    assert qa["system"].startswith("A chat between a curious user") and 0 <= qa["accuracy"] <= 100
+    assert qa["examples"][0]["category"] == "count"  # categories in turn, count first
+
+
 # ---- the written directory -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_directory_is_a_plain_fp32_causal_lm_with_its_source_noted(packaged_lm_dir):
