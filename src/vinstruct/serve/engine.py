@@ -8,9 +8,9 @@ are decoding joins at the next step instead of waiting for the batch to drain.
 
 Each request has its own sampling parameters, seed, stop strings and stream of
 text deltas, and can be cancelled at any time. A request that fails (its sampling,
-its decoding, or the prefill it joined) fails alone: the rest of the batch goes on. Finished sequences leave their
-key/value cache in a `PrefixStore`, so the next turn of a conversation only
-computes its new tokens.
+its text, or the prefill it joined) fails alone: the rest of the batch goes on.
+Finished sequences leave their key/value cache in a `PrefixStore`, so the next
+turn of a conversation only computes its new tokens.
 
 Greedy outputs equal `vinstruct.model.generation.generate`'s token for token:
 the same forward passes run over the same real tokens and positions; only the
