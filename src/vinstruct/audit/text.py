@@ -16,8 +16,9 @@ _TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+|[.!?;:,()\n]")
 _CONTRACTIONS = (("n't", " not"), ("'s", " is"), ("’s", " is"), ("n’t", " not"), ("'re", " are"), ("'m", " am"))
 SENTENCE_END = frozenset(".!?\n")
 CLAUSE_END = frozenset(";:")
-# Words between a count and its noun that do not change what is counted.
-_PREMODIFIERS = (SIZE, COLOR, COLOR_MOD, SUPER)
+# Words after a noun that make it a qualifier, not an object ("square units", "star shape").
+_UNIT_WORDS = frozenset("unit units meter meters metre metres inch inches foot feet cm mm pixel pixels degree degrees "
+                        "radius diameter area areas shaped".split())
 
 
 def tokenize(text: str) -> list[str]:
@@ -101,8 +102,8 @@ def find_mentions(tokens: list[str], lex: Lexicon) -> list[Mention]:
                 if prev in (COLOR, SIZE, SUPER, DET) and tokens[i - 1] not in ("a", "an") and \
                         after not in (NOUN, COLLECTIVE, COLOR, SIZE, COLOR_MOD) and (i + 1 >= n or tokens[i + 1] != "of"):
                     kind = COLLECTIVE
-        if kind not in (NOUN, COLLECTIVE):
-            i += 1
+        if kind not in (NOUN, COLLECTIVE) or end < n and tokens[end] in _UNIT_WORDS:
+            i += 1  # "100 square units", "a circle radius": the noun qualifies another word
             continue
         mention = Mention(i, end, noun)
         _read_premodifiers(tokens, i, mention, lex)
