@@ -239,7 +239,8 @@ class Engine:
             if taken and tokens + len(handle.prompt_ids) > self.max_prefill_tokens:
                 break
             self._waiting.pop(0)
-            if handle.cancelled:
+            if handle.cancelled:  # cancelled before it was ever prefilled: counted like any cancellation
+                self.stats.cancelled += 1
                 handle._finish(Generation([], "", "cancelled", len(handle.prompt_ids)))
                 continue
             taken.append(handle)
