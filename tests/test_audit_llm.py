@@ -24,15 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL_PROMPTS = ROOT / "configs" / "prompts" / "small_teacher"
 
 
-# --- stand-in fixture: replace with the session-scoped `packaged_lm_dir` of tests/conftest.py once it exists ---
-@pytest.fixture(scope="session")
-def packaged_lm_dir():
-    """A SmolLM2-135M-Instruct directory (transformers format)."""
-    path = Path("/work/exp/smollm2")
-    if not (path / "config.json").is_file():
-        pytest.skip("no packaged SmolLM2-135M-Instruct directory here")
-    return path
-# --- end of stand-in ------------------------------------------------------------------------------------------
 
 
 def free_port() -> int:

@@ -31,6 +31,7 @@ _PREDICATE_ADVERBS = frozenset("both all also entirely completely mostly clearly
 _NOT_BRIDGE = frozenset("a an any single see find spot notice contain contains show shows have has".split())
 _BARE_COUNT_LEAD = frozenset("there is are i can see count only just exactly in total all".split())
 _COLOR_NOUNS = frozenset("color colors colour colours".split())
+_SUPERLATIVE_WORDS = frozenset(SUPERLATIVES)
 _PREDICATIVE_AFTER = frozenset(", and or . ; : ( ) in is are appears color colors colour colours".split()) | {"\n"}
 
 
@@ -95,11 +96,13 @@ class _Sentence:
         self.kinds = [lex.words.get(t, (None, None)) for t in tokens]
         self.mentions = find_mentions(tokens, lex)
         self.starts = {m.start: m for m in self.mentions}
-        self.clause = []
-        clause = 0
-        for tok in tokens:
-            clause += tok in (";", ":")
-            self.clause.append(clause)
+        if ";" in tokens or ":" in tokens:
+            self.clause, clause = [], 0
+            for tok in tokens:
+                clause += tok in (";", ":")
+                self.clause.append(clause)
+        else:
+            self.clause = [0] * len(tokens)  # one clause, the common case
         self.claims: list[Claim] = []
         self.placed: set[int] = set()  # ids of mentions given a place by a where-phrase
 
@@ -154,8 +157,9 @@ class _Sentence:
     # ---- "X is red", "X is a circle", "X is small", "two of the shapes are red" --------------------------
     def _predicates(self) -> None:
         tokens, kinds, n = self.tokens, self.kinds, len(self.tokens)
-        for i, tok in enumerate(tokens):
-            kind = kinds[i][0]
+        triggers = self.lex.predicate_triggers
+        for i in [i for i, t in enumerate(tokens) if t in triggers]:
+            tok, kind = tokens[i], kinds[i][0]
             if kind == COPULA or tok in ("colored", "coloured", "painted"):
                 k = i + 1
                 while k < n and tokens[k] in _PREDICATE_ADVERBS:
@@ -169,15 +173,15 @@ class _Sentence:
                                 self.add("size", Ref.of(subject), kinds[k][1], subject.start, k + 1)
                 elif k in self.starts and tokens[k] in ("a", "an") and self.starts[k].noun is not None:
                     self._shape_predicate(i, self.starts[k])
-            elif i + 3 < n and tokens[i + 1] == "of" and self._number(tok) is not None:
-                self._part_count(i)
+            elif tok == "of" and i >= 1 and i + 2 < n and self._number(tokens[i - 1]) is not None:
+                self._part_count(i - 1)
             elif kind == COLOR and i + 1 < n and tokens[i + 1] == ":" and (i == 0 or tokens[i - 1] in (";", ":")):
                 self.add("color", None, kinds[i][1], i, i + 1)  # "Red: a red circle and a red star": a colour there
             elif kind == COLOR and i + 3 < n and tokens[i + 1] in ("appears", "occurs") and tokens[i + 3] in ("times", "time"):
                 count = self._number(tokens[i + 2])
                 if count is not None:
                     self.add("count", Ref(None, kinds[i][1]), count, i, i + 4)
-        if any(t in _COLOR_NOUNS for t in tokens):
+        if not _COLOR_NOUNS.isdisjoint(tokens):
             self._colors_named()
 
     def _color_predicate(self, copula: int, k: int) -> None:
@@ -360,7 +364,7 @@ class _Sentence:
 
     def _superlatives(self) -> None:
         tokens, kinds = self.tokens, self.kinds
-        words = [] if SUPERLATIVES.keys().isdisjoint(tokens) else \
+        words = [] if _SUPERLATIVE_WORDS.isdisjoint(tokens) else \
             [(i, kinds[i][1]) for i in range(len(tokens)) if kinds[i][0] == SUPER]
         if not words and self.first and self.ctx.kind == "superlative" and self.ctx.superlative:
             named = [m for m in self.mentions if m.noun is not None and not m.negated]

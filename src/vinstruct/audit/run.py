@@ -104,8 +104,14 @@ class _Tally:
         if len(shown) < EXAMPLES_PER_REASON:
             shown.append(sample_id)
 
+    def row(self, data_type: str) -> Counter:
+        row = self.by_type.get(data_type)
+        if row is None:
+            row = self.by_type[data_type] = Counter()
+        return row
+
     def add_turn(self, data_type: str, audit: TurnAudit) -> None:
-        row = self.by_type.setdefault(data_type, Counter())
+        row = self.row(data_type)
         self.turns[audit.status] += 1
         row[f"turns_{audit.status}"] += 1
         for verdict in audit.verdicts:
@@ -157,7 +163,7 @@ def _audit_sample(index: int, sample: dict, auditor: Auditor, images: ImageIndex
         tally.skip(tally.skipped_samples, "image not in the annotations", sample_id)
         return None
     data_type = sample_type(sample)
-    tally.by_type.setdefault(data_type, Counter())["samples"] += 1
+    tally.row(data_type)["samples"] += 1
     question, out, bad = None, [], []
     for turn in sample["conversations"]:
         text = turn["value"]

@@ -78,12 +78,11 @@ def find_mentions(tokens: list[str], lex: Lexicon) -> list[Mention]:
     mentions: list[Mention] = []
     n = len(tokens)
     heads = lex.heads
-    i = 0
-    while i < n:
-        tok = tokens[i]
-        if tok not in heads:
-            i += 1
+    after = 0  # the end of the last phrase found: phrases do not overlap
+    for i in [i for i, t in enumerate(tokens) if t in heads]:
+        if i < after:
             continue
+        tok = tokens[i]
         noun, end = None, i + 1
         if i + 1 < n and (tok, tokens[i + 1]) in lex.pairs:
             noun, end = lex.pairs[(tok, tokens[i + 1])], i + 2
@@ -98,17 +97,16 @@ def find_mentions(tokens: list[str], lex: Lexicon) -> list[Mention]:
             elif kind == NUM and tok == "one":
                 # "the red one", "the largest one", "each one": 'one' stands for the object itself.
                 prev = words.get(tokens[i - 1], (None,))[0] if i else None
-                after = words.get(tokens[i + 1], (None,))[0] if i + 1 < n else None
+                following = words.get(tokens[i + 1], (None,))[0] if i + 1 < n else None
                 if prev in (COLOR, SIZE, SUPER, DET) and tokens[i - 1] not in ("a", "an") and \
-                        after not in (NOUN, COLLECTIVE, COLOR, SIZE, COLOR_MOD) and (i + 1 >= n or tokens[i + 1] != "of"):
+                        following not in (NOUN, COLLECTIVE, COLOR, SIZE, COLOR_MOD) and (i + 1 >= n or tokens[i + 1] != "of"):
                     kind = COLLECTIVE
         if kind not in (NOUN, COLLECTIVE) or end < n and tokens[end] in _UNIT_WORDS:
-            i += 1  # "100 square units", "a circle radius": the noun qualifies another word
-            continue
+            continue  # "100 square units", "a circle radius": the noun qualifies another word
         mention = Mention(i, end, noun)
         _read_premodifiers(tokens, i, mention, lex)
         mentions.append(mention)
-        i = end
+        after = end
     return mentions
 
 

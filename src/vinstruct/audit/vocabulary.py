@@ -100,6 +100,7 @@ class Lexicon:
     words: dict[str, tuple[int, object]] = field(default_factory=dict)
     pairs: dict[tuple[str, str], str] = field(default_factory=dict)
     heads: frozenset = frozenset()  # words that may end (or start) an object phrase: a quick first filter
+    predicate_triggers: frozenset = frozenset()  # words a predicate may hang on: copulas, colours, "of"
 
 
 def _noun_forms(word: str) -> list[str]:
@@ -146,6 +147,8 @@ def lexicon(mode: str, extra_shapes: frozenset = frozenset(), extra_colors: froz
     words.update({w: (NEG, w) for w in NEGATIONS})
     words.update({w: (POS, v) for w, v in POSITIONS.items()})
     words.update({w: (COPULA, w) for w in COPULAS})
+    lex.predicate_triggers = frozenset(w for w, (kind, _) in words.items() if kind in (COPULA, COLOR)) | \
+        {"colored", "coloured", "painted", "of"}
     lex.heads = frozenset(w for w, (kind, _) in words.items() if kind in (NOUN, COLLECTIVE)) | {"one"} | \
         {first for first, _ in lex.pairs}
     return lex

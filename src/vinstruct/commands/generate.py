@@ -20,6 +20,7 @@ examples:
   vinstruct generate --coco-dir world --types conversation,detail,complex \\
       --teacher-url http://127.0.0.1:8000/v1 --out data/stage2.json
   vinstruct generate --coco-dir world --types caption --per-image caption=5 --out data/stage1.json
+  vinstruct generate --coco-dir world --teacher-url http://127.0.0.1:8000/v1 --audit --out data/stage2.json
   OPENAI_API_KEY=... vinstruct generate --coco-dir coco2017 --split train2017 --teacher-url https://api.openai.com/v1 \\
       --model gpt-4o-mini --concurrency 32 --rpm 3000 --price-in 0.15 --price-out 0.6 --shard 0/4 --out shard0.json
   vinstruct generate --merge shard0.json shard1.json shard2.json shard3.json --mix conversation=58,detail=23,complex=77 --out all.json"""
