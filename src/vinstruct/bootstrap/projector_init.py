@@ -36,12 +36,6 @@ def _word_embedding(model, word: str) -> torch.Tensor:
     return model.llm.get_input_embeddings().weight[ids].sum(0).detach()
 
 
-def _view(obj) -> ObjectView:
-    x, y, w, h = obj.bbox
-    a = obj.attributes
-    return ObjectView(a["shape"], a["color"], a.get("size", ""), x + w / 2, y + h / 2, max(w, h))
-
-
 def cell_targets(model, image, side: int, words: dict[str, torch.Tensor]) -> torch.Tensor:
     """[side*side, hidden] target embedding of each grid cell of one image (row-major, like the patches)."""
     def word(name: str) -> torch.Tensor:
@@ -54,7 +48,7 @@ def cell_targets(model, image, side: int, words: dict[str, torch.Tensor]) -> tor
     targets = word(BACKGROUND_WORD).expand(side * side, -1).clone()
     best = torch.zeros(side * side)
     for obj in image.objects:
-        view = _view(obj)
+        view = ObjectView.from_coco_object(obj)
         x, y, w, h = obj.bbox
         # Share of each cell that the object's box covers.
         cover_x = (torch.minimum(edges[1:], torch.tensor(x + w)) - torch.maximum(edges[:-1], torch.tensor(x))).clamp(min=0)

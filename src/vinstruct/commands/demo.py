@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 DESCRIPTION = """Run the whole Visual Instruction Tuning recipe offline, on the generated shapes world.
 
 Steps: generate a COCO-format world; train a CLIP-style vision encoder (and a small LM) on
@@ -28,16 +30,10 @@ def configure(parser) -> None:
                         help="also train and evaluate the ablations (no stage 1, caption-only data, from-scratch LM, "
                              "no projector warm start, linear projector, last vision layer): about 8 more minutes "
                              "each at the default size")
-    parser.add_argument("--no-ablations", action="store_true", help=argparse_suppress())
+    parser.add_argument("--no-ablations", action="store_true", help=argparse.SUPPRESS)  # older scripts pass it; no ablations is the default
     parser.add_argument("--ablation-scale", type=float, default=None, metavar="F",
                         help="ablations train this fraction of the full recipe's steps (default 1: as long as the "
                              "full recipe); below 1 the full recipe is also trained that long, as their reference")
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS  # kept so that older scripts passing it still run: no ablations is the default
 
 
 def run(args) -> int:

@@ -355,8 +355,8 @@ def run_demo(out: str | os.PathLike, settings: DemoSettings, say: Callable[[str]
             ablations = ["same_budget", *ablations]
         for name in ablations:
             recipe = ABLATIONS[name](settings.ablation_scale)
-            shared_stage1 = (Path(full["stage1_model"]) if name in ("caption_only", "same_budget")
-                             and settings.ablation_scale == 1 or name == "caption_only" else None)
+            shares_stage1 = name == "caption_only" or (name == "same_budget" and settings.ablation_scale == 1)
+            shared_stage1 = Path(full["stage1_model"]) if shares_stage1 else None
             trained = log.run(f"train_{name}", f"ablation: {recipe.note}", [paths.runs / name / "stage2" / "model"],
                               lambda r=recipe, s1=shared_stage1: train_recipe(r, paths, settings, s1))
             log.run(f"eval_{name}", f"evaluate ablation {name} (world exact QA)",

@@ -28,6 +28,13 @@ class ObjectView:
         return cls(obj.shape, obj.color, obj.size, obj.cx, obj.cy, obj.extent)
 
     @classmethod
+    def from_coco_object(cls, obj) -> "ObjectView":
+        """From a loaded `CocoObject` (bbox in pixels, the world's shape/colour/size attributes)."""
+        x, y, w, h = obj.bbox
+        a = obj.attributes
+        return cls(a["shape"], a["color"], a.get("size", ""), x + w / 2, y + h / 2, max(w, h))
+
+    @classmethod
     def from_annotation(cls, ann: dict) -> "ObjectView":
         x, y, w, h = ann["bbox"]
         return cls(ann["shape"], ann["color"], ann["size"], x + w / 2, y + h / 2, max(w, h))

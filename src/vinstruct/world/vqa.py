@@ -32,12 +32,6 @@ from vinstruct.world.questions import scene_questions
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
 
 
-def _view(obj) -> ObjectView:
-    x, y, w, h = obj.bbox
-    a = obj.attributes
-    return ObjectView(a["shape"], a["color"], a.get("size", ""), x + w / 2, y + h / 2, max(w, h))
-
-
 def vqa_samples(world_dir: str | os.PathLike, split: str = "train", *, seed: int = 0, max_turns: int = 10,
                 prompt: str = SHORT_ANSWER_PROMPT, repeats: int = 1, independent: bool = True) -> list[dict]:
     """LLaVA JSON samples (image paths relative to `world_dir`), `repeats` per scene with fresh draws."""
@@ -45,7 +39,7 @@ def vqa_samples(world_dir: str | os.PathLike, split: str = "train", *, seed: int
     coco = CocoSet.load(world_dir, split)
     samples = []
     for image in coco.images:
-        objects = [_view(o) for o in image.objects]
+        objects = [ObjectView.from_coco_object(o) for o in image.objects]
         if not objects:
             continue
         for repeat in range(repeats):
