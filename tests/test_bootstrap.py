@@ -3,6 +3,8 @@ CLIP and Vicuna, a report with retrieval, probes and perplexity, and clear error
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -92,6 +94,17 @@ def test_same_seed_gives_the_same_models(base, world, tmp_path):
         first = cls.from_pretrained(str(out / part)).state_dict()
         second = cls.from_pretrained(str(tmp_path / "again" / part)).state_dict()
         assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_vision_only_bootstrap_writes_the_same_encoder_and_no_lm(base, world, tmp_path):
+    out, _ = base
+    report = run_bootstrap(world, tmp_path / "vision_only", replace(TINY, train_lm=False),
+                           progress=False, say=lambda _: None)
+    assert report["llm"] is None and not (tmp_path / "vision_only" / "llm").exists()
+    first = CLIPVisionModel.from_pretrained(str(out / "vision")).state_dict()
+    second = CLIPVisionModel.from_pretrained(str(tmp_path / "vision_only" / "vision")).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert "llm" not in format_report(report)
 
 
 def test_clip_text_tower_pools_at_its_own_end_token():

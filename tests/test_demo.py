@@ -21,9 +21,11 @@ STEPS = ["world", "bootstrap", "data", "train_full", "eval_full", "chat", "train
 
 
 def _demo(out: Path) -> subprocess.CompletedProcess:
-    # Ablations at half the budget, so that the same-budget reference is trained too.
+    # Ablations at half the budget, so that the same-budget reference is trained too; bf16 as the
+    # default and quick sizes run on a CPU with native bf16 (the tiny size's own setting is fp32).
     return subprocess.run([sys.executable, "-m", "vinstruct", "demo", "--quick", "--size", "tiny", "--out", str(out),
-                           "--ablations", "--ablation-scale", "0.5"], capture_output=True, text=True, timeout=600)
+                           "--ablations", "--ablation-scale", "0.5", "--precision", "bf16"],
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +59,9 @@ def test_report_sections_and_figures_exist(demo):
     report = (out / "REPORT.md").read_text()
     for heading in ("## Targets", "## Setup and timing", "## Base encoders", "## Data", "## Training curves",
                     "### World exact QA", "### POPE-style", "### LLaVA-Bench-style", "### ScienceQA-format",
-                    "## Ablations", "## Examples", "## Reproduce", "CLIP ViT-L/14 and Vicuna"):
+                    "## Ablations", "## Examples", "## Reproduce", "CLIP ViT-L/14 and Vicuna", "Arithmetic: bf16"):
         assert heading in report, heading
+    assert json.loads((out / "runs" / "full" / "stage2" / "train_config.json").read_text())["precision"] == "bf16"
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert any(f.endswith("loss_curve.png") for f in figures) and any("example_" in f for f in figures)
     for figure in figures:

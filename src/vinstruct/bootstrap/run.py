@@ -45,6 +45,7 @@ class BootstrapSettings:
     probe_pool: int = 2  # pooling of the patch grid the probes read (what later stages are advised to use)
     probe_images: int = 800  # train images the probes are fitted on
     seed: int = 0
+    train_lm: bool = True  # False: the vision encoder only (for runs whose LM comes from elsewhere)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -175,7 +176,9 @@ def run_bootstrap(world_dir: str | os.PathLike, out_dir: str | os.PathLike,
     with atomic_directory(out) as tmp:
         vision, clip_losses = bootstrap_vision(train, val, tokenizer, settings, tmp.path / "vision", size,
                                                progress, say)
-        llm, lm_losses = bootstrap_llm(train, val, tokenizer, settings, tmp.path / "llm", progress, say)
+        llm, lm_losses = None, []
+        if settings.train_lm:
+            llm, lm_losses = bootstrap_llm(train, val, tokenizer, settings, tmp.path / "llm", progress, say)
         report = {
             "world": str(world_dir),
             "world_seed": manifest["seed"],
@@ -192,7 +195,7 @@ def run_bootstrap(world_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
 def format_report(report: dict) -> str:
     """The end-of-run summary printed by `vinstruct bootstrap`."""
-    v, m = report["vision"], report["llm"]
+    v, m = report["vision"], report["llm"] or {}
     r, rl = v["retrieval"], v["retrieval_layout_captions"]
     lines = [
         f"bootstrap finished in {report['wall_seconds']:.0f} s wall, {report['cpu_seconds']:.0f} s CPU "
@@ -204,8 +207,9 @@ def format_report(report: dict) -> str:
         "  trained " + "  ".join(f"{x:>10}" for x in v["probe"].values()),
         "  random  " + "  ".join(f"{x:>10}" for x in v["probe_untrained"].values()),
         "  majority" + "  ".join(f"{x:>10}" for x in v["probe_majority"].values()),
-        f"llm     held-out perplexity {m['perplexity_val']} (vocab {m['vocab_size']}); answers "
-        f"{m['text_qa_val']} % of val questions right when told the scene in words; samples:",
     ]
-    lines += [f"          {s['prompt'][-60:]!r} -> {s['completion']!r}" for s in m["samples"]]
+    if m:
+        lines.append(f"llm     held-out perplexity {m['perplexity_val']} (vocab {m['vocab_size']}); answers "
+                     f"{m['text_qa_val']} % of val questions right when told the scene in words; samples:")
+        lines += [f"          {s['prompt'][-60:]!r} -> {s['completion']!r}" for s in m["samples"]]
     return "\n".join(lines)

@@ -26,6 +26,9 @@ def configure(parser) -> None:
     parser.add_argument("--size", choices=("default", "quick", "tiny"), default=None,
                         help="demo size (default: default, or quick with --quick)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 2)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                        help="arithmetic of training and evaluation (default: the size's setting; auto = bf16 where "
+                             "the CPU or GPU multiplies bf16 natively, e.g. AMX or AVX-512 BF16, else fp32)")
     parser.add_argument("--ablations", action="store_true",
                         help="also train and evaluate the ablations (no stage 1, caption-only data, from-scratch LM, "
                              "no projector warm start, linear projector, last vision layer): about 8 more minutes "
@@ -44,6 +47,8 @@ def run(args) -> int:
     settings = preset(args.size or ("quick" if args.quick else "default"))
     if args.threads:
         settings = dataclasses.replace(settings, threads=args.threads)
+    if args.precision:
+        settings = dataclasses.replace(settings, precision=args.precision)
     if args.ablation_scale is not None:
         if not 0 < args.ablation_scale <= 1:
             from vinstruct.errors import VinstructError

@@ -71,8 +71,14 @@ def _timing_section(log: StepLog, settings: DemoSettings) -> str:
     meta = log.data.get("meta", {})
     return (f"## Setup and timing\n\nMachine: {meta.get('machine', '?')}. Demo size: `{settings.name}` "
             f"({settings.images} images of {settings.image_size}×{settings.image_size} px). "
-            f"Total wall time of the steps: **{total / 60:.1f} minutes**.\n\n"
+            f"Arithmetic: {_precision_note(meta.get('precision', 'fp32'))}. Total wall time of the steps: **{total / 60:.1f} minutes**.\n\n"
             + _table(["step", "what", "seconds"], rows) + "\n")
+
+
+def _precision_note(precision: str) -> str:
+    if precision == "bf16":
+        return "bf16 (autocast over fp32 weights in training; the evaluated models cast to bf16)"
+    return "fp32"
 
 
 def _base_section(paths) -> str:
@@ -103,7 +109,8 @@ def _base_section(paths) -> str:
                      f"{told}{shown}")
     seconds = [x.get("train_seconds") for x in (vision, lm) if x.get("train_seconds") is not None]
     if seconds:
-        lines.append(f"- Training time: vision {_fmt(vision.get('train_seconds'))} s, LM {_fmt(lm.get('train_seconds'))} s.")
+        lm_time = f", LM {_fmt(lm.get('train_seconds'))} s" if lm.get("train_seconds") is not None else ""
+        lines.append(f"- Training time: vision {_fmt(vision.get('train_seconds'))} s{lm_time}.")
     return "\n".join(lines) + "\n"
 
 

@@ -43,6 +43,9 @@ class DemoSettings:
     stage2_lr: float = 2e-4
     stage2_batch: int = 16
     stage2_llm_layers: int = 10  # top decoder layers tuned in stage 2 (0: all); the projector stays as stage 1 left it
+    # "auto": bf16 (autocast in training, bf16 weights in evaluation) where the machine multiplies bf16 natively
+    # (AMX / AVX-512 BF16, CUDA), else fp32. About 2.2x the training steps per minute on such a CPU.
+    precision: str = "auto"
     # evaluation (test-split images per suite) and ablations
     eval_images: int = 100
     pope_images: int = 60
@@ -69,13 +72,22 @@ PRESETS = {
     # Smoke size for the test suite: every step runs, nothing is expected to be learnt. The bootstrapped
     # LM keeps it fast and needs no package.
     "tiny": DemoSettings(name="tiny", images=40, clip_steps=4, lm_steps=4, captions_per_image=1, llm="scratch",
-                         stage1_steps=2, stage1_lr=1e-2, stage2_steps=2, stage2_lr=1e-3, stage2_batch=8,
+                         stage1_steps=2, stage1_lr=1e-2, stage2_steps=2, stage2_lr=1e-3, stage2_batch=8, precision="fp32",
                          stage2_llm_layers=0, stage2_instruct=32, stage2_sqa=32, eval_images=4, pope_images=4, bench_images=2,
                          examples=2),
 }
 
 # The from-scratch LM's recipe (tiny size and the scratch_lm ablation): everything trained, large steps.
 SCRATCH_LM_RECIPE = {"stage1_lr": 1e-2, "stage2_lr": 1e-3, "stage2_llm_layers": 0, "projector_warm_start": False}
+
+
+def resolved_precision(s: DemoSettings) -> str:
+    """"fp32" or "bf16" for this machine (see DemoSettings.precision)."""
+    if s.precision != "auto":
+        return s.precision
+    from vinstruct.machine import bf16_is_fast
+
+    return "bf16" if bf16_is_fast() else "fp32"
 
 
 def preset(name: str) -> DemoSettings:
