@@ -39,7 +39,7 @@ class DemoSettings:
     stage1_steps: int = 60
     stage1_lr: float = 2e-3
     stage1_batch: int = 16
-    stage2_steps: int = 36
+    stage2_steps: int = 100
     stage2_lr: float = 2e-4
     stage2_batch: int = 16
     stage2_llm_layers: int = 10  # top decoder layers tuned in stage 2 (0: all); the projector stays as stage 1 left it
