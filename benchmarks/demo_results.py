@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ABLATIONS = ["same_budget", "no_stage1", "caption_only", "linear_projector", "last_layer"]
+ABLATIONS = ["same_budget", "no_stage1", "caption_only", "scratch_lm", "no_warm_start", "linear_projector", "last_layer"]
 
 
 def _read(path: Path) -> dict | None:
@@ -23,6 +23,15 @@ def _read(path: Path) -> dict | None:
 
 def _fmt(value) -> str:
     return "—" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
+
+
+def _locate(run: Path, recorded: str) -> Path:
+    """A path the demo recorded (relative to where it ran) found inside the run directory `run`."""
+    path = Path(recorded)
+    if path.exists() or run.name not in path.parts:
+        return path
+    parts = path.parts
+    return run.joinpath(*parts[len(parts) - parts[::-1].index(run.name):])
 
 
 def run_summary(run: Path) -> dict:
@@ -47,9 +56,10 @@ def section(runs: list[dict]) -> str:
     for r in runs:
         lines.append(f"- `{r['name']}` (size `{r['size']}`), started {r['started']} on {r['machine']}: "
                      f"**{sum(r['steps'].values()) / 60:.1f} minutes** of step wall time.")
-    lines.append("- Ablations train a fraction of the full recipe's stage-2 epochs (`--ablation-scale`; `same_budget` is "
-                 "the full recipe trained as long, their reference): "
-                 + ", ".join(f"`{r['name']}` {r['ablation_scale']:.2g}" for r in runs) + ".")
+    if any(r["metrics"][name] for r in runs for name in ABLATIONS):
+        lines.append("- Ablations train a fraction of the full recipe's stage-2 epochs (`--ablation-scale`; `same_budget` is "
+                     "the full recipe trained as long, their reference): "
+                     + ", ".join(f"`{r['name']}` {r['ablation_scale']:.2g}" for r in runs) + ".")
     names = sorted({step for r in runs for step in r["steps"]}, key=lambda s: min(
         list(r["steps"]).index(s) if s in r["steps"] else 99 for r in runs))
     lines += ["", "Seconds per step:", "", "| step | " + " | ".join(r["name"] for r in runs) + " |",
@@ -74,6 +84,8 @@ def section(runs: list[dict]) -> str:
     for label, suite, keys in rows:
         keys = keys if isinstance(keys, tuple) else (keys,)
         cells = [" / ".join(_fmt(r["metrics"][suite].get(k)) for k in keys) for r in runs]
+        if suite in ABLATIONS and not any(r["metrics"][suite] for r in runs):
+            continue  # no run trained this ablation
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -86,15 +98,15 @@ def training_section(run: Path) -> str:
     log = _read(run / "demo_log.json")
     result = log["steps"]["train_full"]["result"]
     rows = []
-    for stage, title in (("stage1", "1: projector only (`world_pretrain`)"), ("stage2", "2: projector + LLM (`world_finetune`)")):
-        metrics = [json.loads(line) for line in Path(result[f"{stage}_metrics"]).read_text().splitlines() if line]
+    for stage, title in (("stage1", "1: projector only (`world_pretrain`)"), ("stage2", "2: instruction tuning (`world_finetune`)")):
+        metrics = [json.loads(line) for line in _locate(run, result[f"{stage}_metrics"]).read_text().splitlines() if line]
         train = [m for m in metrics if m.get("kind") == "train"]
         timing = result["timings"][stage]
         rows.append(f"| {title} | {train[-1]['step']} | {train[-1]['epoch']:.1f} | {timing['total_s']:.0f} s | "
                     f"{train[0]['loss']:.2f} → {train[-1]['loss']:.2f} | "
                     f"{statistics.median(m['tokens_per_s'] for m in train):,.0f} | "
                     f"{100 * statistics.median(m['mfu'] for m in train):.0f} % |")
-        curve = Path(result[f"{stage}_curve"])
+        curve = _locate(run, result[f"{stage}_curve"])
         if curve.is_file():
             shutil.copyfile(curve, ROOT / "docs" / "results" / f"train_world_{stage}_loss.png")
     return "\n".join([
