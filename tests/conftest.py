@@ -27,7 +27,8 @@ def tiny_parts(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_parts, tmp_path_factory):
     """A saved vinstruct checkpoint directory (mlp2x_gelu projector, vicuna_v1 template)."""
-    from vinstruct.model.io import build_model, save_model
+    from vinstruct.model.build import build_model
+    from vinstruct.model.io import save_model
 
     vision_dir, llm_dir = tiny_parts
     torch.manual_seed(0)

@@ -23,13 +23,13 @@ from vinstruct.bootstrap import clip as clip_mod
 from vinstruct.bootstrap import lm as lm_mod
 from vinstruct.bootstrap.corpus import caption_documents, chat_documents, text_qa_prompts
 from vinstruct.bootstrap.probe import majority_baseline, run_probes
-from vinstruct.bootstrap.tokenizer import train_bpe_tokenizer
+from vinstruct.model.tokenizer import train_bpe_tokenizer
 from vinstruct.bootstrap.worlddata import load_split, pixel_values
 from vinstruct.data.formats import write_json
 from vinstruct.data.images import ImageProcessor
 from vinstruct.data.templates import get_template
 from vinstruct.errors import VinstructError
-from vinstruct.model.io import atomic_directory
+from vinstruct.atomic import atomic_directory
 from vinstruct.model.vision import load_vision_tower
 from vinstruct.world.manifest import load_manifest
 

@@ -88,7 +88,7 @@ def make_packaged_lm(paths: DemoPaths, say) -> dict:
 def make_warm_projector(paths: DemoPaths, s: DemoSettings, say) -> dict:
     """Fit the projector to the LM's words for each region's contents (packaged LM only), save it alone."""
     from vinstruct.bootstrap.projector_init import warm_start_projector
-    from vinstruct.model.io import build_model
+    from vinstruct.model.build import build_model
     from vinstruct.train.model_init import save_projector_file
 
     model = build_model(str(paths.base / "vision"), str(paths.packaged_lm), vision_feature_pool=s.pool,

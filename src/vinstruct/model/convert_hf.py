@@ -27,7 +27,7 @@ from vinstruct.data.templates import get_template
 from vinstruct.errors import VinstructError
 from vinstruct.model.config import IMAGE_TOKEN, LlavaConfig
 from vinstruct.model.convert_weights import assign_weights, find_weight_files, match_vision_key, read_weight_files
-from vinstruct.model.io import sub_config_dict
+from vinstruct.model.build import sub_config_dict
 from vinstruct.model.llava import LlavaModel
 from vinstruct.model.vision import has_cls_token, vision_tower_from_config
 

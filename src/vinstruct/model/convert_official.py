@@ -37,7 +37,7 @@ from vinstruct.model.convert_weights import (
     read_weight_file,
     read_weight_files,
 )
-from vinstruct.model.io import IM_END, IM_START, prepare_tokenizer, sub_config_dict
+from vinstruct.model.build import IM_END, IM_START, prepare_tokenizer, sub_config_dict
 from vinstruct.model.llava import LlavaModel
 from vinstruct.model.projector import build_projector
 from vinstruct.model.vision import FEATURE_SELECTS, load_vision_tower

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from vinstruct.errors import VinstructError
-from vinstruct.model.io import read_safetensors
+from vinstruct.model.weights import read_safetensors
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-from vinstruct.bootstrap.tokenizer import train_bpe_tokenizer
+from vinstruct.model.tokenizer import train_bpe_tokenizer
 
 _WORDS = (
     "a an the red green blue yellow purple orange white black gray small large big tiny circle square "

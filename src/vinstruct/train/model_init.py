@@ -22,7 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from vinstruct.errors import VinstructError
-from vinstruct.model.io import build_model, load_model
+from vinstruct.model.build import build_model
+from vinstruct.model.io import load_model
 
 PROJECTOR_FILE = "mm_projector.safetensors"
 PROJECTOR_FORMAT = "vinstruct-projector"

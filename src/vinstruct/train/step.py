@@ -18,7 +18,7 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
     get_linear_schedule_with_warmup
 
 from vinstruct.data.encoding import IGNORE_INDEX
-from vinstruct.model.llava import positions_from_mask
+from vinstruct.model.positions import positions_from_mask
 from vinstruct.train.stages import vision_is_frozen
 
 
