@@ -27,7 +27,7 @@ from vinstruct.model.tokenizer import train_bpe_tokenizer
 from vinstruct.bootstrap.worlddata import load_split, pixel_values
 from vinstruct.data.formats import write_json
 from vinstruct.data.images import ImageProcessor
-from vinstruct.data.templates import get_template
+from vinstruct.data.templates import DEFAULT_TEMPLATE, get_template
 from vinstruct.errors import VinstructError
 from vinstruct.atomic import atomic_directory
 from vinstruct.model.vision import load_vision_tower
@@ -110,7 +110,7 @@ def sample_prompts(val, eos: str) -> list[str]:
 
     captions = val.captions[0]
     question = scene_questions(val.objects[0], val.image_size, np.random.default_rng(0))[0]
-    chat = get_template("vicuna_v1").generation_prompt(
+    chat = get_template(DEFAULT_TEMPLATE).generation_prompt(
         [("human", f"{captions[0]} {captions[1] if len(captions) > 1 else ''}".strip() + "\n" + question.text)],
         None, eos)
     return ["A small", "Three shapes:", chat]

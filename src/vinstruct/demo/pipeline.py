@@ -16,8 +16,8 @@ import torch
 
 from vinstruct.demo.settings import DemoSettings
 from vinstruct.demo.steps import StepLog
+from vinstruct.generate.prompts import TEACHER_TYPES
 
-TEACHER_TYPES = ("conversation", "detail", "complex")
 
 
 class DemoPaths:
@@ -191,12 +191,13 @@ def _steps(steps: int, scale: float) -> int:
 
 def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: Path | None) -> dict:
     """Stage 1 (unless skipped or shared) then stage 2; returns paths and timings."""
+    from vinstruct.data.templates import DEFAULT_TEMPLATE
     from vinstruct.train import run_training
     from vinstruct.train.config import load_config
 
     s = recipe.settings(s)
     run_dir = paths.runs / recipe.name
-    template = "chatml" if s.llm == "packaged" else "vicuna_v1"
+    template = "chatml" if s.llm == "packaged" else DEFAULT_TEMPLATE
     shared = {"vision": str(paths.base / "vision"), "llm": str(llm_dir(paths, s.llm)), "projector_type": recipe.projector,
               "vision_feature_layer": recipe.layer, "vision_feature_pool": s.pool, "num_threads": s.threads,
               "image_dir": str(paths.world), "seed": s.seed, "template": template}

@@ -31,8 +31,9 @@ from vinstruct.eval.extract import parse_scores
 from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model
 from vinstruct.eval.scene import objects_of_image
 from vinstruct.eval.world_qa import plural
+from vinstruct.generate.prompts import TEACHER_TYPES
 
-CATEGORIES = ("conversation", "detail", "complex")
+CATEGORIES = TEACHER_TYPES  # LLaVA-Bench asks one question of each instruction type
 DETAIL_QUESTIONS = ("Describe this image in detail.", "What is in this picture? Describe everything you see.",
                     "Give a thorough description of the image.")
 
@@ -199,3 +200,16 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, ju
     report.save_run(out_dir, results, _table(summary), chart, f"LLaVA-Bench style ({split})", "relative score %",
                     ylim=None)
     return results
+
+
+# ---- the "llava-bench" suite (vinstruct.eval.suites) ---------------------------------------------
+DEFAULT_IMAGES = 30  # LLaVA-Bench (COCO) has 30 images
+
+
+def evaluate_suite(model, out: Path, request) -> dict:
+    return evaluate(model, request.world_dir, out, request.judge, request.teacher, request.split,
+                    limit_images=request.limit or DEFAULT_IMAGES, seed=request.seed, **request.generation_options())
+
+
+def suite_questions(out: Path, request) -> list[Path]:
+    return list(build_questions(request.world_dir, request.split, out, request.limit or DEFAULT_IMAGES, request.seed))

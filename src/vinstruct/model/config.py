@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vinstruct.data.templates import DEFAULT_TEMPLATE
 from vinstruct.errors import VinstructError
 
 MODEL_TYPE = "vinstruct_llava"
@@ -30,7 +31,7 @@ class LlavaConfig:
     vision_feature_pool: int = 1
     image_token: str = IMAGE_TOKEN
     image_token_id: int = -1
-    template: str = "vicuna_v1"
+    template: str = DEFAULT_TEMPLATE
     image_aspect: str = "pad"
     tokenization: str = "joined"
     # official LLaVA's mm_use_im_start_end: wrap image features in <im_start>/<im_end> tokens

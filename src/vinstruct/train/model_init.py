@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from vinstruct.data.templates import DEFAULT_TEMPLATE
 from vinstruct.errors import VinstructError
 from vinstruct.model.build import build_model
 from vinstruct.model.io import load_model
@@ -95,7 +96,7 @@ def initial_model(config, resume_model_dir: Path | None = None):
     model = build_model(
         config.vision, config.llm, projector=config.projector_type, vision_feature_layer=config.vision_feature_layer,
         vision_feature_select=config.vision_feature_select, vision_feature_pool=config.vision_feature_pool,
-        template=config.template or "vicuna_v1", image_aspect=config.image_aspect,
+        template=config.template or DEFAULT_TEMPLATE, image_aspect=config.image_aspect,
         model_max_length=config.max_length,
     )
     if config.projector_file:
