@@ -93,7 +93,7 @@ def test_llava_bench_end_to_end_through_the_scripted_judge_over_http(tiny_checkp
 
 
 def test_llava_bench_with_a_silent_judge_ends_incomplete_with_what_it_has(tiny_model, tiny_world, tmp_path):
-    dead = make_judge(f"http://127.0.0.1:{free_port()}/v1", timeout=2.0, transport_retries=0, give_up_after=2,
+    dead = make_judge(f"http://127.0.0.1:{free_port()}/v1", timeout=2.0, max_retries=0, give_up_after=2,
                       concurrency=1)
     with scripted_judge_and_teacher() as (_, teacher):
         results = llava_bench.evaluate(tiny_model, tiny_world, tmp_path, dead, teacher, limit_images=2,

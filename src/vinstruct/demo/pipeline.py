@@ -114,10 +114,10 @@ def make_base_models(paths: DemoPaths, s: DemoSettings, say) -> dict:
 
 
 def make_data(paths: DemoPaths, s: DemoSettings, teacher_url: str) -> dict:
-    from vinstruct.generate.client import TeacherConfig
+    from vinstruct.endpoint.client import EndpointConfig
     from vinstruct.generate.pipeline import GenerateOptions, generate
 
-    teacher = TeacherConfig(base_url=teacher_url, model="vinstruct-scripted", api_key="none", concurrency=16)
+    teacher = EndpointConfig(base_url=teacher_url, model="vinstruct-scripted", api_key="none", concurrency=16)
     stats = {}
     common = {"coco_dir": paths.world, "split": "train", "seed": s.seed, "progress": True,
               "image_root": paths.world}

@@ -129,8 +129,8 @@ def build_references(questions: list[dict], contexts: dict[str, str], teacher, p
     """Teacher answers from the symbolic text (the generation area's `answer` prompts and client),
     written to `path` in the answer format. Answers already in `path` for the same question text
     are kept, so a rerun asks only for the missing ones. Returns (answers by id, stats)."""
+    from vinstruct.endpoint.client import RequestFailure
     from vinstruct.generate.answers import answer_questions_sync
-    from vinstruct.generate.client import TeacherFailure
 
     path = Path(path)
     known = read_answers(path)
@@ -141,8 +141,8 @@ def build_references(questions: list[dict], contexts: dict[str, str], teacher, p
     if todo:
         replies = answer_questions_sync(teacher, [(contexts[q["image"]], q["text"]) for q in todo], progress=progress)
         for q, reply in zip(todo, replies):
-            if isinstance(reply, TeacherFailure) or not reply.text.strip():
-                failures.append(str(reply) if isinstance(reply, TeacherFailure) else "empty reply")
+            if isinstance(reply, RequestFailure) or not reply.text.strip():
+                failures.append(str(reply) if isinstance(reply, RequestFailure) else "empty reply")
                 continue
             rows[q["question_id"]] = {"question_id": q["question_id"], "prompt": q["text"], "text": reply.text.strip(),
                                       "answer_id": f"ref-{q['question_id']}", "model_id": teacher.model,
@@ -164,7 +164,7 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, ju
              seed: int = 0, progress: bool = True) -> dict:
     """Questions, teacher references, model answers, judge reviews, summary and report files.
 
-    judge: a `vinstruct.eval.judge.Judge`; teacher: a `vinstruct.generate.client.TeacherConfig`
+    judge: a `vinstruct.eval.judge.Judge`; teacher: a `vinstruct.endpoint.client.EndpointConfig`
     (see `vinstruct.eval.endpoints` for both, hosted or scripted).
     """
     model, model_id = resolve_model(model)
@@ -192,7 +192,7 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, ju
     metrics["candidate mean"] = summary.get("all", {}).get("candidate")
     results = {"suite": "llava-bench", "model": model_id, "split": split, "complete": not reasons,
                "questions": len(questions), "metrics": metrics, "summary": summary, "predict": stats.to_dict(),
-               "judge": {"model": judge.config.model, **judge_run.stats},
+               "judge": {"model": judge.model, **judge_run.stats},
                "teacher": {"model": teacher.model, **teacher_stats}}
     if reasons:
         results["incomplete_reason"] = "; ".join(reasons)

@@ -72,7 +72,7 @@ class SuiteRequest:
     conv_mode: str | None = None
     seed: int = 0
     judge: object = None  # a Judge
-    teacher: object = None  # a TeacherConfig
+    teacher: object = None  # a EndpointConfig
     use_judge: bool = True
     problems: str | os.PathLike | None = None
     pid_splits: str | os.PathLike | None = None
@@ -125,7 +125,7 @@ def run_suite(name: str, model, out_dir: str | os.PathLike, **options) -> dict:
     """Run one suite (see `SUITES`) and return its results dictionary (also written to out_dir).
 
     model: a loaded LlavaModel or a checkpoint directory; options: the fields of SuiteRequest
-    (judge: a `Judge`; teacher: a `TeacherConfig`; scripted ones when None and needed;
+    (judge: a `Judge`; teacher: a `EndpointConfig`; scripted ones when None and needed;
     use_judge=False skips an optional judge).
     """
     from vinstruct.eval.predict import resolve_model

@@ -10,6 +10,8 @@ kill -9) writes exactly what an uninterrupted run writes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import time
@@ -23,10 +25,10 @@ from vinstruct.data.coco import CocoImage, CocoSet
 from vinstruct.data.coco_checks import IMAGE_FILE_MISSING, InputProblem
 from vinstruct.data.formats import append_jsonl, write_json, write_jsonl
 from vinstruct.data.symbolic import symbolic_for_image
+from vinstruct.endpoint.client import EndpointClient, EndpointConfig, RequestFailure, run_async
+from vinstruct.endpoint.journal import Journal
 from vinstruct.errors import VinstructError
-from vinstruct.generate.client import TeacherClient, TeacherConfig, TeacherFailure, run_async
 from vinstruct.generate.filters import FilterConfig, check_sample
-from vinstruct.generate.journal import Journal, request_key
 from vinstruct.generate.mix import mix_samples, stats_path
 from vinstruct.generate.parse import ParseError, parse_reply
 from vinstruct.generate.prompts import ALL_TYPES, TEACHER_TYPES, PromptSet, prompt_hash
@@ -36,6 +38,12 @@ from vinstruct.generate.stats import RunStats, TypeStats
 log = logging.getLogger(__name__)
 
 
+def request_key(model: str, task: str, image_id, index: int, prompt_hash: str) -> str:
+    """A teacher request's journal key: the same request in a later run finds its reply."""
+    blob = json.dumps([model, task, str(image_id), index, prompt_hash], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
 @dataclass
 class GenerateOptions:
     coco_dir: Path
@@ -43,7 +51,7 @@ class GenerateOptions:
     split: str = "train"
     types: tuple[str, ...] = ALL_TYPES
     per_image: dict[str, int] = field(default_factory=dict)  # type -> samples per image (default 1)
-    teacher: TeacherConfig | None = None
+    teacher: EndpointConfig | None = None
     prompts_dir: Path | None = None
     boxes_for: frozenset[str] = frozenset({"detail", "complex"})
     seed: int = 0
@@ -224,18 +232,18 @@ def build_sample(plan: Plan, opts: GenerateOptions, task: Task, text: str, seen:
     return sample, None
 
 
-async def fetch(tasks: list[Task], config: TeacherConfig, journal: Journal, on_row=None,
+async def fetch(tasks: list[Task], config: EndpointConfig, journal: Journal, on_row=None,
                 progress: bool = True) -> tuple[dict[str, str], dict]:
     """Ask the teacher for every task; returns ({task key: failure reason}, client usage)."""
     failures: dict[str, str] = {}
     pending = iter(tasks)
     bar = tqdm(total=len(tasks), unit="req", desc="teacher", disable=not progress, dynamic_ncols=True)
-    async with TeacherClient(config) as client:
+    async with EndpointClient(config) as client:
         async def worker():
             for task in pending:  # a shared iterator: each task goes to exactly one worker
                 try:
                     completion = await client.complete(task.messages, seed=task.seed)
-                except TeacherFailure as failure:
+                except RequestFailure as failure:
                     failures[task.key] = failure.reason
                 else:
                     row = _row(task, completion, config.model)

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from vinstruct.endpoint.usage import estimate_tokens, message_text, messages_tokens
 from vinstruct.generate.faults import FaultPlan
-from vinstruct.generate.usage import estimate_tokens, message_text, messages_tokens
 
 Responder = Callable[[list[dict], random.Random], "str | None"]
 DEFAULT_MODEL_NAME = "vinstruct-scripted"
