@@ -16,10 +16,13 @@ from pathlib import Path
 
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """A temp file path beside `path`; renamed onto `path` when the block ends without an error."""
+    """A temp file path beside `path`; renamed onto `path` when the block ends without an error.
+
+    The temp name ends in `path`'s own suffix (.tmp.png, .tmp.safetensors), for writers that go by it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -137,7 +137,7 @@ def run(args) -> int:
         table = report.compare(args.runs)
         print(table, end="")
         if args.compare_out:
-            from vinstruct.data.formats import atomic_write_text
+            from vinstruct.atomic import atomic_write_text
 
             atomic_write_text(args.compare_out, table)
         return 0

@@ -243,7 +243,7 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
 
 def full_evaluation(model_dir: str, paths: DemoPaths, s: DemoSettings, url: str) -> dict:
     """Every suite, each sized for the time budget: free-form answers (LLaVA-Bench) cost far more per image."""
-    from vinstruct.data.formats import atomic_write_text
+    from vinstruct.atomic import atomic_write_text
     from vinstruct.eval import report
     from vinstruct.eval.endpoints import make_judge, make_teacher
     from vinstruct.eval.predict import resolve_model

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vinstruct.data.formats import atomic_write_text, read_json, read_jsonl
+from vinstruct.atomic import atomic_write_text
+from vinstruct.data.formats import read_json, read_jsonl
 from vinstruct.demo.settings import ALL_ABLATIONS, DemoSettings
 from vinstruct.demo.steps import StepLog
 

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vinstruct.data.formats import atomic_write_text
+from vinstruct.atomic import atomic_write_text
 from vinstruct.errors import VinstructError
 
 

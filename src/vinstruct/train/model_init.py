@@ -14,13 +14,13 @@ trained with, which must match the model it is loaded onto.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from vinstruct.atomic import atomic_file
 from vinstruct.data.templates import DEFAULT_TEMPLATE
 from vinstruct.errors import VinstructError
 from vinstruct.model.build import build_model
@@ -42,17 +42,10 @@ def projector_metadata(model) -> dict[str, str]:
 def save_projector_file(model, path: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the projector weights alone (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = state if state is not None else model.projector.state_dict()
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=projector_metadata(model))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=projector_metadata(model))
     return path
 
 
