@@ -27,6 +27,11 @@ class TrainStep(nn.Module):
         super().__init__()
         self.model = model
 
+    @staticmethod
+    def model_state(wrapped_state: dict) -> dict:
+        """The model's own state dict out of this wrapper's (which holds the model as `model.`)."""
+        return {k.removeprefix("model."): v for k, v in wrapped_state.items() if k.startswith("model.")}
+
     def image_features(self, pixel_values, vision_features):
         model = self.model
         if vision_features is None:
