@@ -10,7 +10,7 @@ import pytest
 
 from vinstruct.audit import audit_file
 from vinstruct.audit.planted import score_planted
-from vinstruct.commands.teacher import build_responders
+from vinstruct.eval.endpoints import scripted_responders
 from vinstruct.data.coco import CocoSet
 from vinstruct.endpoint.client import EndpointConfig
 from vinstruct.generate.pipeline import GenerateOptions, generate
@@ -27,7 +27,7 @@ def world(tiny_world):
 
 
 def scripted_data(world, out, plant: PlantPlan | None = None, **options):
-    with running_server(create_app(build_responders(plant))) as url:
+    with running_server(create_app(scripted_responders(plant))) as url:
         generate(GenerateOptions(coco_dir=world, out=out, split="train", types=options.pop("types", TEACHER_TYPES),
                                  teacher=EndpointConfig(base_url=url, model=DEFAULT_MODEL_NAME), progress=False,
                                  **options))

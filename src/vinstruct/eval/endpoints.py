@@ -40,12 +40,20 @@ def make_teacher(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None
     return endpoint_config(base_url, model, api_key, **settings)
 
 
-def scripted_responders() -> list:
-    """The judge first (it answers only judge requests), then the scripted teacher."""
+def scripted_responders(plant=None) -> list:
+    """The judge first (it answers only judge requests), then the scripted teacher.
+
+    plant: a PlantPlan, to have the teacher state some facts wrong on purpose (the judge stays exact).
+    """
     from vinstruct.eval import scripted_judge
     from vinstruct.generate.scripted import default_responders
 
-    return [scripted_judge.respond, *default_responders()]
+    teachers = default_responders()
+    if plant is not None and plant.rate > 0:
+        from vinstruct.generate.scripted.planted import PlantingResponder
+
+        teachers = [PlantingResponder(teacher, plant) for teacher in teachers]
+    return [scripted_judge.respond, *teachers]
 
 
 @contextlib.contextmanager

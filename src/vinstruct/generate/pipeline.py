@@ -38,9 +38,9 @@ from vinstruct.generate.stats import RunStats, TypeStats
 log = logging.getLogger(__name__)
 
 
-def request_key(model: str, task: str, image_id, index: int, prompt_hash: str) -> str:
+def request_key(model: str, task_type: str, image_id, index: int, prompt_hash: str) -> str:
     """A teacher request's journal key: the same request in a later run finds its reply."""
-    blob = json.dumps([model, task, str(image_id), index, prompt_hash], ensure_ascii=False)
+    blob = json.dumps([model, task_type, str(image_id), index, prompt_hash], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 
@@ -114,11 +114,11 @@ def _check_options(opts: GenerateOptions) -> None:
     unknown = [t for t in opts.types if t not in ALL_TYPES]
     if unknown or not opts.types:
         raise VinstructError(f"unknown type(s) {', '.join(unknown) or '(none given)'}; expected some of {', '.join(ALL_TYPES)}")
-    for task, count in opts.per_image.items():
-        if task not in ALL_TYPES:
-            raise VinstructError(f"--per-image: unknown type {task!r}; expected one of {', '.join(ALL_TYPES)}")
+    for task_type, count in opts.per_image.items():
+        if task_type not in ALL_TYPES:
+            raise VinstructError(f"--per-image: unknown type {task_type!r}; expected one of {', '.join(ALL_TYPES)}")
         if count < 0:
-            raise VinstructError(f"--per-image: {task} must be 0 or more, got {count}")
+            raise VinstructError(f"--per-image: {task_type} must be 0 or more, got {count}")
     if any(t in TEACHER_TYPES for t in opts.types) and opts.teacher is None:
         raise VinstructError(f"types {', '.join(t for t in opts.types if t in TEACHER_TYPES)} need a teacher: give --teacher-url")
 
@@ -147,14 +147,14 @@ def plan_run(opts: GenerateOptions) -> Plan:
     tasks = []
     params = {"max_tokens": opts.teacher.max_tokens, "temperature": opts.teacher.temperature} if opts.teacher else {}
     for image in images:
-        for task in (t for t in opts.types if t in TEACHER_TYPES):
-            with_boxes = task in opts.boxes_for
-            messages = prompts.messages(task, symbolic_for_image(image, with_boxes=with_boxes), with_boxes)
+        for task_type in (t for t in opts.types if t in TEACHER_TYPES):
+            with_boxes = task_type in opts.boxes_for
+            messages = prompts.messages(task_type, symbolic_for_image(image, with_boxes=with_boxes), with_boxes)
             digest = prompt_hash(messages, params)
-            for index in range(opts.per_image.get(task, 1)):
-                key = request_key(opts.teacher.model, task, image.id, index, digest)
-                tasks.append(Task(image, task, index, messages, stable_seed(opts.seed, image.id, task, index) % 2**31,
-                                  key, digest))
+            for index in range(opts.per_image.get(task_type, 1)):
+                key = request_key(opts.teacher.model, task_type, image.id, index, digest)
+                seed = stable_seed(opts.seed, image.id, task_type, index) % 2**31
+                tasks.append(Task(image, task_type, index, messages, seed, key, digest))
     auditor = None
     if opts.audit:
         from vinstruct.audit.engine import Auditor

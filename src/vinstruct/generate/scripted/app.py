@@ -28,7 +28,7 @@ DEFAULT_MODEL_NAME = "vinstruct-scripted"
 
 
 def default_responders() -> list[Responder]:
-    """The scripted teacher alone (commands/teacher.py adds any other responders before it)."""
+    """The scripted teacher alone (vinstruct.eval.endpoints.scripted_responders puts the judge before it)."""
     from vinstruct.generate.scripted.teacher import TeacherResponder
 
     return [TeacherResponder()]
