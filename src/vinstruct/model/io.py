@@ -11,7 +11,6 @@ official LLaVA and llava-hf directories are read by `vinstruct.model.convert_off
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from vinstruct.atomic import atomic_directory
 from vinstruct.data.images import ImageProcessor
 from vinstruct.errors import VinstructError
 from vinstruct.model.build import attach, model_from_config, sub_config_dict
-from vinstruct.model.config import MODEL_TYPE, LlavaConfig
+from vinstruct.model.config import MODEL_TYPE, LlavaConfig, read_config_json
 from vinstruct.model.llava import LlavaModel
 from vinstruct.model.weights import load_weights_into, unique_state_dict, weight_files, write_weights
 from vinstruct.quiet import quiet_transformers
@@ -56,15 +55,9 @@ def save_model(model: LlavaModel, directory: str | os.PathLike, max_shard_size: 
 # ---- load --------------------------------------------------------------------------------------------
 def detect_format(path: str | os.PathLike) -> str:
     """'vinstruct', 'llava-hf' or 'official' from a checkpoint directory's config.json."""
-    config_path = Path(path) / "config.json"
     if not Path(path).is_dir():
         raise VinstructError(f"{path}: not a directory")
-    if not config_path.is_file():
-        raise VinstructError(f"{config_path}: not found (a checkpoint directory has config.json)")
-    try:
-        data = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise VinstructError(f"{config_path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    config_path, data = read_config_json(path)
     if data.get("model_type") == MODEL_TYPE:
         return "vinstruct"
     # Official configs come first: LLaVA-1.5 and NeXT configs also say model_type "llava".

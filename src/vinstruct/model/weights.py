@@ -89,18 +89,24 @@ def read_safetensors(files: list[Path]) -> tuple[dict[str, torch.Tensor], dict[s
     return tensors, origin, aliases
 
 
+def check_fits(expected: dict[str, torch.Tensor], key: str, tensor: torch.Tensor, where, name: str | None = None
+               ) -> None:
+    """Raise, naming the file and the key as the file spells it (`name`), unless `key` is a parameter of
+    the model (`expected`: its state dict) with the tensor's shape."""
+    name = key if name is None else name
+    if key not in expected:
+        raise VinstructError(f"{where}: unexpected key {name!r} (no such parameter in this model)")
+    if tuple(tensor.shape) != tuple(expected[key].shape):
+        raise VinstructError(f"{where}: shape mismatch for {name!r}: file has {tuple(tensor.shape)}, "
+                             f"the model expects {tuple(expected[key].shape)}")
+
+
 def load_weights_into(model: torch.nn.Module, files: list[Path]) -> None:
     """Copy tensors into `model`, naming the file and key of any mismatch."""
     tensors, origin, aliases = read_safetensors(files)
     expected = model.state_dict()
     for key, tensor in tensors.items():
-        if key not in expected:
-            raise VinstructError(f"{origin[key]}: unexpected key {key!r} (not part of this model)")
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise VinstructError(
-                f"{origin[key]}: shape mismatch for {key!r}: file has {tuple(tensor.shape)}, "
-                f"model expects {tuple(expected[key].shape)}"
-            )
+        check_fits(expected, key, tensor, origin[key])
     missing = [k for k in expected if k not in tensors and k not in aliases]
     if missing:
         raise VinstructError(f"{files[0]}: missing key {missing[0]!r} ({len(missing)} missing in all)")
