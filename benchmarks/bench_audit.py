@@ -31,16 +31,16 @@ REPEATS = 3
 
 
 def scripted_data(world: Path, out: Path, plant=None) -> Path:
-    from vinstruct.commands.teacher import build_responders
-    from vinstruct.generate.client import TeacherConfig
+    from vinstruct.eval.endpoints import scripted_responders
+    from vinstruct.endpoint.client import EndpointConfig
     from vinstruct.generate.pipeline import GenerateOptions, generate
     from vinstruct.generate.prompts import TEACHER_TYPES
     from vinstruct.generate.scripted import DEFAULT_MODEL_NAME, create_app
     from vinstruct.generate.server import running_server
 
-    with running_server(create_app(build_responders(plant))) as url:
+    with running_server(create_app(scripted_responders(plant))) as url:
         generate(GenerateOptions(coco_dir=world, out=out, split="train", types=TEACHER_TYPES,
-                                 teacher=TeacherConfig(base_url=url, model=DEFAULT_MODEL_NAME, concurrency=16),
+                                 teacher=EndpointConfig(base_url=url, model=DEFAULT_MODEL_NAME, concurrency=16),
                                  boxes_for=frozenset(TEACHER_TYPES), progress=False))
     return out
 

@@ -3,7 +3,7 @@
 1. Throughput of `generate` (client, cache journal, parsing, filtering) at concurrency 1, 8 and 32
    against the scripted teacher served by `vinstruct teacher --latency-ms 100` in its own process,
    as a ratio to the sequential run (goal: >= 25x at 32; the ideal is 32x).
-2. Client overhead per request: our TeacherClient.complete vs a bare AsyncOpenAI call, sequential,
+2. Client overhead per request: our EndpointClient.complete vs a bare AsyncOpenAI call, sequential,
    against the same server with no added latency.
 
 Prints a markdown section and writes it to docs/results/generate.md.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
-from vinstruct.generate.client import TeacherClient, TeacherConfig
+from vinstruct.endpoint.client import EndpointClient, EndpointConfig
 from vinstruct.generate.pipeline import GenerateOptions, generate
 from vinstruct.generate.prompts import PromptSet
 
@@ -104,7 +104,7 @@ def cpu_seconds() -> float:
 def pipeline_throughput(server: "TeacherProcess", coco: Path, concurrency: int, requests: int,
                         work: Path) -> tuple[float, float, float]:
     """Requests/s of a full `generate` run of `requests` conversation requests; client and server CPU s/request."""
-    teacher = TeacherConfig(base_url=server.url, model="bench", concurrency=concurrency, max_retries=2)
+    teacher = EndpointConfig(base_url=server.url, model="bench", concurrency=concurrency, max_retries=2)
     options = GenerateOptions(coco_dir=coco, out=work / f"c{concurrency}.json", types=("conversation",), teacher=teacher,
                               boxes_for=frozenset({"conversation"}), limit=requests, progress=False)
     cpu, server_cpu, start = cpu_seconds(), server.cpu_seconds(), time.perf_counter()
@@ -118,7 +118,7 @@ async def client_overhead(url: str, requests: int, rounds: int = 3) -> tuple[flo
     """Median seconds per sequential request: bare SDK call, our client; and the difference in ms."""
     messages = PromptSet(types=("detail",)).messages("detail", "A red circle.\n\nred circle: [0.1, 0.1, 0.4, 0.4]")
     bare = AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
-    ours = TeacherClient(TeacherConfig(base_url=url, model="bench", concurrency=1, max_tokens=1024))
+    ours = EndpointClient(EndpointConfig(base_url=url, model="bench", concurrency=1, max_tokens=1024))
     bare_times, our_times = [], []
     for _ in range(rounds):
         start = time.perf_counter()
@@ -191,7 +191,7 @@ def main() -> int:
         f"the pipeline could reach about {ceiling:.0f} requests/s ({ceiling / base:.0f}x the sequential rate measured here).",
         "",
         f"Client overhead, sequential, no added latency, {args.overhead_requests} requests x 3 rounds (median): bare "
-        f"`AsyncOpenAI` call {bare * 1000:.2f} ms/request, our `TeacherClient.complete` {ours * 1000:.2f} ms/request: "
+        f"`AsyncOpenAI` call {bare * 1000:.2f} ms/request, our `EndpointClient.complete` {ours * 1000:.2f} ms/request: "
         f"**{overhead:+.2f} ms per request**. Ours adds a rate limiter, the retry wrapper, response checks and "
         f"accounting, and saves the SDK's re-validation of every message (it posts the body through the SDK's "
         f"documented `post`): below zero means the saving is the larger.",

@@ -31,7 +31,8 @@ def main() -> int:
     from transformers import LlavaForConditionalGeneration
 
     from vinstruct.model.convert_hf_export import export_llava_hf
-    from vinstruct.model.io import build_model, load_model
+    from vinstruct.model.build import build_model
+    from vinstruct.model.io import load_model
     from vinstruct.model.random_parts import PartSizes, make_random_parts
 
     torch.set_num_threads(2)

@@ -33,7 +33,7 @@ def main() -> int:
 
     from vinstruct.model.convert_hf_export import export_llava_hf
     from vinstruct.model.generation import SamplingParams
-    from vinstruct.model.io import build_model
+    from vinstruct.model.build import build_model
     from vinstruct.model.random_parts import PartSizes, make_random_parts
 
     torch.set_num_threads(2)

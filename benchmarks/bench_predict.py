@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from run_all import machine  # noqa: E402
 
-from vinstruct.bootstrap.tokenizer import train_bpe_tokenizer  # noqa: E402
+from vinstruct.model.tokenizer import train_bpe_tokenizer  # noqa: E402
 from vinstruct.data.templates import VICUNA_SYSTEM  # noqa: E402
 from vinstruct.eval.predict import PredictOptions, predict  # noqa: E402
-from vinstruct.model.io import build_model  # noqa: E402
+from vinstruct.model.build import build_model  # noqa: E402
 from vinstruct.model.random_parts import PartSizes, make_random_parts  # noqa: E402
 
 SIZES = PartSizes(image_size=64, patch_size=8, vision_hidden=64, vision_layers=2, vision_heads=2, llm_hidden=128,

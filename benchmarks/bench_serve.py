@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from run_all import machine  # noqa: E402
 
-from vinstruct.model.io import build_model, save_model  # noqa: E402
+from vinstruct.model.build import build_model  # noqa: E402
+from vinstruct.model.io import save_model  # noqa: E402
 from vinstruct.model.random_parts import PartSizes, make_random_parts  # noqa: E402
 from vinstruct.serve.images import image_data_url  # noqa: E402
 

@@ -28,7 +28,7 @@ from transformers import LlavaConfig as HFLlavaConfig  # noqa: E402
 from transformers import LlavaForConditionalGeneration  # noqa: E402
 
 from vinstruct.machine import cpu_name  # noqa: E402
-from vinstruct.model.io import build_model  # noqa: E402
+from vinstruct.model.build import build_model  # noqa: E402
 from vinstruct.model.random_parts import PartSizes, make_random_parts  # noqa: E402
 from vinstruct.train.metrics import FlopModel, measure_matmul_peak  # noqa: E402
 from vinstruct.train.sampler import epoch_micro_batches  # noqa: E402

@@ -27,7 +27,8 @@ def tiny_parts(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_parts, tmp_path_factory):
     """A saved vinstruct checkpoint directory (mlp2x_gelu projector, vicuna_v1 template)."""
-    from vinstruct.model.io import build_model, save_model
+    from vinstruct.model.build import build_model
+    from vinstruct.model.io import save_model
 
     vision_dir, llm_dir = tiny_parts
     torch.manual_seed(0)
@@ -55,78 +56,12 @@ def color_images(tmp_path_factory):
     return root
 
 
-# ---- a tiny shapes world in the COCO layout the world generator writes -----------------------------
-TINY_SHAPES = ("circle", "square", "triangle")
-TINY_COLORS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (40, 60, 230), "yellow": (230, 210, 20)}
-TINY_HELD_OUT = [["triangle", "yellow"], ["circle", "blue"]]
-
-
-def _draw(draw, shape, box, fill):
-    x1, y1, x2, y2 = box
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "square":
-        draw.rectangle(box, fill=fill)
-    else:
-        draw.polygon([((x1 + x2) / 2, y1), (x2, y2), (x1, y2)], fill=fill)
-
-
-def write_tiny_world(root, split="test", n_images=12, seed=0):
-    """Write DIR/world.json, DIR/images/<split>/*.png and DIR/annotations/{instances,captions}_<split>.json.
-
-    Objects sit in a 3x3 grid of 64x64 images; every scene names each object in one caption.
-    """
-    import json
-    from pathlib import Path
-
-    from PIL import Image, ImageDraw
-
-    root = Path(root)
-    rng = random.Random(seed)
-    categories = [f"{c} {s}" for s in TINY_SHAPES for c in TINY_COLORS]
-    cat_ids = {name: i + 1 for i, name in enumerate(categories)}
-    (root / "images" / split).mkdir(parents=True, exist_ok=True)
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    images, annotations, captions = [], [], []
-    for image_id in range(1, n_images + 1):
-        img = Image.new("RGB", (64, 64), (245, 245, 245))
-        draw = ImageDraw.Draw(img)
-        cells = rng.sample(range(9), rng.randint(1, 3))
-        names = []
-        for cell in cells:
-            shape, color = rng.choice(TINY_SHAPES), rng.choice(list(TINY_COLORS))
-            x, y = (cell % 3) * 21 + 2, (cell // 3) * 21 + 2
-            _draw(draw, shape, (x, y, x + 17, y + 17), TINY_COLORS[color])
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_ids[f"{color} {shape}"],
-                                "bbox": [x, y, 17, 17], "area": 289, "iscrowd": 0,
-                                "shape": shape, "color": color, "size": "small"})
-            names.append(f"a {color} {shape}")
-        file_name = f"{split}_{image_id:05d}.png"
-        img.save(root / "images" / split / file_name)
-        images.append({"id": image_id, "file_name": file_name, "width": 64, "height": 64})
-        captions.append({"id": len(captions) + 1, "image_id": image_id, "caption": "A picture with " + " and ".join(names) + "."})
-        captions.append({"id": len(captions) + 1, "image_id": image_id, "caption": f"{len(names)} shapes on a plain background."})
-    cats = [{"id": i, "name": n, "supercategory": "shape"} for n, i in cat_ids.items()]
-    (root / "annotations" / f"instances_{split}.json").write_text(
-        json.dumps({"images": images, "annotations": annotations, "categories": cats}))
-    (root / "annotations" / f"captions_{split}.json").write_text(json.dumps({"images": images, "annotations": captions}))
-    (root / "world.json").write_text(json.dumps({"shapes": list(TINY_SHAPES), "colors": list(TINY_COLORS),
-                                                 "sizes": ["small"], "held_out": TINY_HELD_OUT}))
-    return root
-
-
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
-    """A shapes world with a 12-image 'test' split (COCO layout + world.json).
+    """A shapes world written by `vinstruct.world`: 120 images split 96/12/12 (COCO layout + world.json)."""
+    from vinstruct.world import generate_world
 
-    Written by `vinstruct.world` (120 images split 96/12/12) where it is installed, else by
-    `write_tiny_world`, which follows the same layout and fields.
-    """
     root = tmp_path_factory.mktemp("world")
-    try:
-        from vinstruct.world import generate_world
-    except ImportError:
-        return write_tiny_world(root, "test", n_images=12, seed=0)
     generate_world(root / "world", images=120, seed=0, size=64, progress=False)
     return root / "world"
 
@@ -200,18 +135,11 @@ def train_config(tiny_parts, tiny_llava_data, tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_coco(tmp_path_factory):
-    """A tiny shapes world as a COCO-format set: 8 train images, '<color> <shape>' categories, 5 captions each.
+    """A tiny shapes world as a COCO-format set written by `vinstruct.world`: 10 images split 8/1/1,
+    '<color> <shape>' categories, 5 captions each."""
+    from vinstruct.world import generate_world
 
-    Written by `vinstruct.world` (10 images split 8/1/1), or, where that is not installed, by a
-    stand-in that follows the same layout and fields.
-    """
     root = tmp_path_factory.mktemp("coco")
-    try:
-        from vinstruct.world import generate_world
-    except ImportError:
-        from coco_shapes import write_tiny_coco
-
-        return write_tiny_coco(root, images=8, seed=0)
     generate_world(root / "world", images=10, seed=0, size=64, progress=False)
     return root / "world"
 

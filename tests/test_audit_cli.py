@@ -15,13 +15,13 @@ def teacher_urls():
     """A clean scripted teacher and one that states every fourth fact wrong, both on free loopback ports."""
     from contextlib import ExitStack
 
-    from vinstruct.commands.teacher import build_responders
+    from vinstruct.eval.endpoints import scripted_responders
     from vinstruct.generate.scripted import create_app
     from vinstruct.generate.server import running_server
 
     with ExitStack() as stack:
-        clean = stack.enter_context(running_server(create_app(build_responders())))
-        wrong = stack.enter_context(running_server(create_app(build_responders(PlantPlan(rate=0.25, seed=2)))))
+        clean = stack.enter_context(running_server(create_app(scripted_responders())))
+        wrong = stack.enter_context(running_server(create_app(scripted_responders(PlantPlan(rate=0.25, seed=2)))))
         yield clean, wrong
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from vinstruct.audit import audit_file
 from vinstruct.audit.planted import score_planted
-from vinstruct.commands.teacher import build_responders
+from vinstruct.eval.endpoints import scripted_responders
 from vinstruct.data.coco import CocoSet
-from vinstruct.generate.client import TeacherConfig
+from vinstruct.endpoint.client import EndpointConfig
 from vinstruct.generate.pipeline import GenerateOptions, generate
 from vinstruct.generate.prompts import TEACHER_TYPES, PromptSet
 from vinstruct.generate.scripted import DEFAULT_MODEL_NAME, TeacherResponder, create_app
@@ -27,9 +27,9 @@ def world(tiny_world):
 
 
 def scripted_data(world, out, plant: PlantPlan | None = None, **options):
-    with running_server(create_app(build_responders(plant))) as url:
+    with running_server(create_app(scripted_responders(plant))) as url:
         generate(GenerateOptions(coco_dir=world, out=out, split="train", types=options.pop("types", TEACHER_TYPES),
-                                 teacher=TeacherConfig(base_url=url, model=DEFAULT_MODEL_NAME), progress=False,
+                                 teacher=EndpointConfig(base_url=url, model=DEFAULT_MODEL_NAME), progress=False,
                                  **options))
     return out
 

@@ -17,7 +17,7 @@ from vinstruct.bootstrap.clip import ClipSettings, build_clip, encode_texts, fam
 from vinstruct.bootstrap.lm import LmSettings
 from vinstruct.bootstrap.probe import fit_probe
 from vinstruct.bootstrap.run import LOG_NAME, BootstrapSettings, format_report, run_bootstrap
-from vinstruct.bootstrap.tokenizer import train_bpe_tokenizer
+from vinstruct.model.tokenizer import train_bpe_tokenizer
 from vinstruct.cli import main
 from vinstruct.errors import VinstructError
 from vinstruct.world import generate_world
@@ -61,7 +61,7 @@ def test_outputs_are_standard_transformers_directories(base):
 
 def test_model_core_builds_and_runs_on_the_bootstrapped_parts(base, world):
     from vinstruct.data.encoding import EncodingSpec, encode_prompt
-    from vinstruct.model.io import build_model
+    from vinstruct.model.build import build_model
 
     out, _ = base
     model = build_model(str(out / "vision"), str(out / "llm"), vision_feature_pool=2)

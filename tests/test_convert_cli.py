@@ -11,7 +11,8 @@ from transformers import LlavaForConditionalGeneration
 
 import vinstruct
 from vinstruct.cli import main
-from vinstruct.model.io import build_model, save_model
+from vinstruct.model.build import build_model
+from vinstruct.model.io import save_model
 
 
 def test_help_lists_formats_and_options(capsys):

@@ -18,8 +18,9 @@ from vinstruct.errors import VinstructError
 from vinstruct.model.convert import convert
 from vinstruct.model.convert_hf_export import export_llava_hf
 from vinstruct.model.generation import left_pad
-from vinstruct.model.io import build_model, load_model, save_model
-from vinstruct.model.llava import positions_from_mask
+from vinstruct.model.build import build_model
+from vinstruct.model.io import load_model, save_model
+from vinstruct.model.positions import positions_from_mask
 
 QUESTION = "What colour is the shape on the left?"
 

@@ -54,7 +54,7 @@ def test_journal_makes_a_rerun_send_nothing(tmp_path):
 
 def test_a_judge_that_never_answers_ends_the_run_incomplete(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    judge = make_judge(dead, timeout=2.0, transport_retries=0, give_up_after=2, concurrency=1)
+    judge = make_judge(dead, timeout=2.0, max_retries=0, give_up_after=2, concurrency=1)
     run = judge.run([_request() for _ in range(5)], parse_scores, judge_prompts.SCORE_REMINDER, progress=False)
     assert not run.complete and "failed 2 requests in a row" in run.gave_up
     assert all(v.parsed is None for v in run.verdicts)

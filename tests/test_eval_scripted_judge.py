@@ -94,10 +94,10 @@ def test_arbitration_prefers_text_evidence_then_the_answer_that_saw_the_image():
 def test_vinstruct_teacher_serves_the_judge_too():
     from eval_support import serve
 
-    from vinstruct.commands.teacher import build_responders
+    from vinstruct.eval.endpoints import scripted_responders
     from vinstruct.eval.endpoints import make_judge
 
-    with serve(build_responders()) as url:
+    with serve(scripted_responders()) as url:
         run = make_judge(url).run([judge_prompts.review_messages(SCENE, "What is there?", "A red circle.",
                                                                  "A green star.", "conversation")],
                                   parse_scores, judge_prompts.SCORE_REMINDER, progress=False)

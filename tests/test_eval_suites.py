@@ -93,7 +93,7 @@ def test_llava_bench_end_to_end_through_the_scripted_judge_over_http(tiny_checkp
 
 
 def test_llava_bench_with_a_silent_judge_ends_incomplete_with_what_it_has(tiny_model, tiny_world, tmp_path):
-    dead = make_judge(f"http://127.0.0.1:{free_port()}/v1", timeout=2.0, transport_retries=0, give_up_after=2,
+    dead = make_judge(f"http://127.0.0.1:{free_port()}/v1", timeout=2.0, max_retries=0, give_up_after=2,
                       concurrency=1)
     with scripted_judge_and_teacher() as (_, teacher):
         results = llava_bench.evaluate(tiny_model, tiny_world, tmp_path, dead, teacher, limit_images=2,
@@ -159,3 +159,52 @@ def test_run_all_suites_into_one_directory_with_a_summary(tiny_model, tiny_world
                 "| scienceqa: ensemble accuracy |"):
         assert row in summary
     assert results["scienceqa"]["problems"] == 4  # --limit counts scenes: two problems each
+
+
+# ---- a new suite: one module plus one registry entry ------------------------------------------------
+TOY_SUITE = '''"""A toy suite: how many images the split has, and the answer budget the registry gave it."""
+from vinstruct.data.coco import CocoSet
+from vinstruct.eval import report
+
+
+def evaluate_suite(model, out, request):
+    images = len(CocoSet.load(request.world_dir, request.split).images)
+    results = {"suite": "toy", "model": type(model).__name__, "complete": True,
+               "metrics": {"images": images, "max new tokens": request.max_new_tokens}}
+    report.save_run(out, results, f"| images | {images} |", {"toy": {"images": images}}, "Toy suite", ylim=None)
+    return results
+
+
+def suite_questions(out, request):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "questions.jsonl").write_text("")
+    return [out / "questions.jsonl"]
+'''
+
+
+@pytest.fixture
+def toy_suite(tmp_path, monkeypatch):
+    from vinstruct.eval import suites
+
+    (tmp_path / "toy_suite.py").write_text(TOY_SUITE)  # the one module
+    monkeypatch.syspath_prepend(tmp_path)
+    suites.register(suites.Suite("toy", "toy_suite", 3, "how many images; the answer budget"))  # the one entry
+    yield
+    del suites.SUITES["toy"]
+
+
+def test_a_registered_suite_gets_the_cli_choice_help_and_dispatch(toy_suite, tiny_checkpoint, tiny_world, tmp_path,
+                                                                   capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "  toy          how many images; the answer budget" in capsys.readouterr().out
+    out = tmp_path / "toy"
+    assert main(["eval", "--model", str(tiny_checkpoint), "--suite", "toy", "--world", str(tiny_world),
+                 "--out", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"] == {"images": len(CocoSet.load(tiny_world, "test").images), "max new tokens": 3}
+    assert "| images |" in capsys.readouterr().out
+    assert main(["eval", "build-questions", "--world", str(tiny_world), "--suite", "toy", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "questions.jsonl")
+    assert main(["eval", "--model", str(tiny_checkpoint), "--suite", "toy"]) == 1  # a world suite by default
+    assert "suite 'toy' needs --world DIR" in capsys.readouterr().err

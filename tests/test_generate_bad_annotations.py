@@ -95,11 +95,11 @@ def test_with_on_bad_annotation_fail_the_run_stops_in_one_line_naming_file_and_e
 
 
 def test_the_teacher_never_sees_a_skipped_box(tiny_coco, tmp_path):
-    from vinstruct.generate.client import TeacherConfig
+    from vinstruct.endpoint.client import EndpointConfig
 
     root = broken_copy(tiny_coco, tmp_path, set_bbox([NAN, 0, NAN, 5]))
     plan = plan_run(GenerateOptions(coco_dir=root, out=tmp_path / "x.json", types=("detail",),
-                                    teacher=TeacherConfig(base_url="http://127.0.0.1:9/v1", model="m")))
+                                    teacher=EndpointConfig(base_url="http://127.0.0.1:9/v1", model="m")))
     first = next(t for t in plan.tasks if t.image.id == 1)
     symbolic = first.messages[-1]["content"]
     assert "nan" not in symbolic and symbolic.count(": [") == len(plan.images[0].objects)

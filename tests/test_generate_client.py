@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from vinstruct.generate.client import (FatalTeacherError, TeacherClient, TeacherConfig, TeacherFailure,
+from vinstruct.endpoint.client import (FatalEndpointError, EndpointClient, EndpointConfig, RequestFailure,
                                        backoff_delay, retry_after_seconds)
+from vinstruct.endpoint.ratelimit import TokenBucket
+from vinstruct.errors import VinstructError
 from vinstruct.generate.faults import FaultPlan, parse_fault_rates
 from vinstruct.generate.prompts import PromptSet
-from vinstruct.generate.ratelimit import TokenBucket
 from vinstruct.generate.scripted import create_app
 from vinstruct.generate.server import running_server
-from vinstruct.errors import VinstructError
 
 SCENE = "A red circle on a gray background.\n\nred circle: [0.1, 0.1, 0.3, 0.3]\nblue star: [0.6, 0.5, 0.8, 0.7]"
 
@@ -41,8 +41,8 @@ def run_client(url: str, calls, **config):
     sleeper = SleepRecorder()
 
     async def main():
-        cfg = TeacherConfig(base_url=url, model="scripted", backoff_base=0.01, **config)
-        async with TeacherClient(cfg, rng=random.Random(0), sleep=sleeper) as client:
+        cfg = EndpointConfig(base_url=url, model="scripted", backoff_base=0.01, **config)
+        async with EndpointClient(cfg, rng=random.Random(0), sleep=sleeper) as client:
             results = await asyncio.gather(*(client.complete(messages(), seed=i) for i in range(calls)),
                                            return_exceptions=True)
             return results, client
@@ -103,16 +103,16 @@ def test_a_request_that_keeps_failing_becomes_a_counted_failure():
     plan = FaultPlan(sequence=["500", "500", "500"])
     with running_server(create_app(faults=plan)) as url:
         (failure,), client, _ = run_client(url, 1, max_retries=2)
-    assert isinstance(failure, TeacherFailure) and failure.reason == "server_error" and failure.attempts == 3
+    assert isinstance(failure, RequestFailure) and failure.reason == "server_error" and failure.attempts == 3
     assert client.usage.failures == {"server_error": 1} and client.usage.failed == 1
 
 
 def test_a_rejected_request_is_not_retried_and_a_refused_endpoint_stops_the_run():
     with running_server(create_app(responders=[lambda m, r: None])) as url:
         (failure,), client, _ = run_client(url, 1)
-        assert isinstance(failure, TeacherFailure) and failure.reason == "bad_request" and failure.attempts == 1
+        assert isinstance(failure, RequestFailure) and failure.reason == "bad_request" and failure.attempts == 1
         (fatal,), _, _ = run_client(url.replace("/v1", "/nowhere/v1"), 1)
-        assert isinstance(fatal, FatalTeacherError) and "404" in str(fatal)
+        assert isinstance(fatal, FatalEndpointError) and "404" in str(fatal)
 
 
 def test_an_unreachable_endpoint_is_a_connection_failure():
@@ -120,7 +120,7 @@ def test_an_unreachable_endpoint_is_a_connection_failure():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     (failure,), client, sleeper = run_client(f"http://127.0.0.1:{port}/v1", 1, max_retries=2)
-    assert isinstance(failure, TeacherFailure) and failure.reason == "connection"
+    assert isinstance(failure, RequestFailure) and failure.reason == "connection"
     assert len(sleeper.delays) == 2
 
 
@@ -145,18 +145,18 @@ def test_fault_specs_and_config_are_checked():
     with pytest.raises(VinstructError, match="add up"):
         FaultPlan(rates={"429": 0.7, "500": 0.6})
     with pytest.raises(VinstructError, match="concurrency"):
-        TeacherConfig(base_url="http://127.0.0.1/v1", model="m", concurrency=0)
+        EndpointConfig(base_url="http://127.0.0.1/v1", model="m", concurrency=0)
 
 
 def test_rate_limiter_spaces_requests_and_a_pause_holds_everyone(monkeypatch):
-    from vinstruct.generate.ratelimit import RateLimiter
+    from vinstruct.endpoint.ratelimit import RateLimiter
 
     now = [0.0]
 
     async def fake_sleep(seconds):
         now[0] += seconds  # time passes only when someone waits
 
-    monkeypatch.setattr("vinstruct.generate.ratelimit.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("vinstruct.endpoint.ratelimit.asyncio.sleep", fake_sleep)
     limiter = RateLimiter(rpm=60, tpm=6000, clock=lambda: now[0])  # 1 request/s (burst 6), 100 tokens/s (burst 600)
 
     async def main():
@@ -180,4 +180,4 @@ def test_rate_limiter_spaces_requests_and_a_pause_holds_everyone(monkeypatch):
 def test_an_endpoint_that_rejects_every_request_stops_the_run():
     with running_server(create_app(responders=[lambda m, r: None])) as url:
         results, client, _ = run_client(url, 8, concurrency=1)
-    assert any(isinstance(r, FatalTeacherError) and "were all rejected" in str(r) for r in results)
+    assert any(isinstance(r, FatalEndpointError) and "were all rejected" in str(r) for r in results)

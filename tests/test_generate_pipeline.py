@@ -12,7 +12,7 @@ from coco_shapes import check_answer, ground_truth
 from vinstruct.cli import main
 from vinstruct.data.dataset import LlavaDataset
 from vinstruct.data.encoding import IGNORE_INDEX, EncodingSpec
-from vinstruct.generate.client import TeacherConfig
+from vinstruct.endpoint.client import EndpointConfig
 from vinstruct.generate.faults import FaultPlan
 from vinstruct.generate.pipeline import GenerateOptions, generate
 from vinstruct.generate.scripted import create_app
@@ -67,7 +67,7 @@ def test_end_to_end_data_loads_in_the_dataset_with_correct_masks_and_true_answer
 
 
 def options(coco, out, url, **overrides):
-    teacher = TeacherConfig(base_url=url, model="scripted", concurrency=4, timeout=0.5, max_retries=8,
+    teacher = EndpointConfig(base_url=url, model="scripted", concurrency=4, timeout=0.5, max_retries=8,
                             backoff_base=0.01, backoff_max=0.05)
     return GenerateOptions(coco_dir=coco, out=out, teacher=teacher, boxes_for=frozenset({"conversation", "detail", "complex"}),
                            progress=False, **overrides)

@@ -9,9 +9,9 @@ import pytest
 
 from vinstruct.data.coco import CocoSet
 from vinstruct.data.symbolic import symbolic_for_image
+from vinstruct.endpoint.client import Completion, EndpointConfig
 from vinstruct.errors import VinstructError
 from vinstruct.generate.answers import answer_questions_sync
-from vinstruct.generate.client import Completion, TeacherConfig
 from vinstruct.generate.filters import FilterConfig, check_sample
 from vinstruct.generate.parse import parse_reply
 from vinstruct.generate.prompts import PromptSet, default_prompts_dir, strip_boxes
@@ -69,7 +69,7 @@ def test_reference_answers_for_free_questions_from_symbolic_text(tiny_coco):
         items.append((symbolic, "How many shapes are there?"))
         items.append((symbolic, "Is there a gray heart in the image?"))
     with running_server(create_app()) as url:
-        answers = answer_questions_sync(TeacherConfig(base_url=url, model="scripted", concurrency=4), items)
+        answers = answer_questions_sync(EndpointConfig(base_url=url, model="scripted", concurrency=4), items)
     assert all(isinstance(a, Completion) for a in answers)
     for image, count, absent in zip(images, answers[0::2], answers[1::2]):
         assert re.search(r"\d+", count.text).group(0) == str(len(image.objects))

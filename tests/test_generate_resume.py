@@ -12,9 +12,9 @@ import time
 import pytest
 
 from vinstruct.cli import main
+from vinstruct.endpoint.journal import Journal
 from vinstruct.errors import VinstructError
 from vinstruct.generate.faults import FaultPlan
-from vinstruct.generate.journal import Journal
 from vinstruct.generate.scripted import create_app
 from vinstruct.generate.server import running_server
 
@@ -63,7 +63,7 @@ def test_journal_cuts_a_torn_last_row_and_refuses_a_second_writer(tmp_path):
         handle.write('{"key": "b", "te')  # the process died mid-write
     journal = Journal(path)
     assert journal.repaired and list(journal.rows) == ["a"] and journal.get("a")["text"] == "one"
-    with pytest.raises(VinstructError, match="in use by another running generate"):
+    with pytest.raises(VinstructError, match="in use by another running process"):
         Journal(path)
     journal.append({"key": "c", "text": "three"})
     journal.close()

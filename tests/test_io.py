@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vinstruct.errors import VinstructError
-from vinstruct.model.io import build_model, load_model, save_model
+from vinstruct.model.build import build_model
+from vinstruct.model.io import load_model, save_model
 
 
 def _same_weights(a, b):

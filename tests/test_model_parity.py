@@ -7,7 +7,7 @@ from transformers import LlavaForConditionalGeneration
 
 from vinstruct.data.encoding import EncodingSpec, encode_prompt
 from vinstruct.model.generation import left_pad
-from vinstruct.model.llava import positions_from_mask
+from vinstruct.model.positions import positions_from_mask
 
 
 def _hf_twin(model) -> LlavaForConditionalGeneration:

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from vinstruct.errors import VinstructError
-from vinstruct.model.io import build_model, load_model
+from vinstruct.model.build import build_model
+from vinstruct.model.io import load_model
 from vinstruct.train import run_training
 from vinstruct.train.model_init import load_projector_file
 from vinstruct.train.stages import freeze_for_stage

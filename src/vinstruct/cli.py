@@ -1,7 +1,7 @@
 """Command-line entry point.
 
 Each subcommand lives in its own module exposing `configure(parser)` and
-`run(args) -> int`. Modules are imported only when their command is used, so
+`run(args) -> int` (and, where argparse alone cannot say it, `parse_args(parser, argv)`). Modules are imported only when their command is used, so
 `vinstruct --help` does not pay for importing torch.
 """
 
@@ -60,6 +60,13 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(command: str, argv: list[str]) -> argparse.Namespace:
+    """A command's arguments; a module with its own `parse_args(parser, argv)` parses them itself."""
+    parser = build_parser(command)
+    own = getattr(importlib.import_module(COMMANDS[command][0]), "parse_args", None)
+    return own(parser, argv) if own is not None else parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"vinstruct: unknown command {command!r}; choose from: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    args = build_parser(command).parse_args(rest)
+    args = parse_command_line(command, rest)
     try:
         return int(args._run(args) or 0)
     except VinstructError as err:

@@ -16,7 +16,7 @@ from vinstruct.audit.claims import CLAIM_KINDS
 from vinstruct.audit.diversity import LENGTH_BIN_NAMES
 from vinstruct.audit.question import QUESTION_TYPES
 from vinstruct.audit.run import AuditResult
-from vinstruct.data.formats import atomic_write_text
+from vinstruct.atomic import atomic_write_text
 
 _COLORS = {"grounded": "#3a8f4b", "contradicted": "#c83c3c", "unverifiable": "#b0b0b0"}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from vinstruct.bootstrap.worlddata import WorldSplit
-from vinstruct.data.templates import get_template
+from vinstruct.data.templates import DEFAULT_TEMPLATE, get_template
 from vinstruct.world.questions import CATEGORIES, Question, scene_questions
 
 TURNS_PER_CHAT = 5
@@ -34,7 +34,7 @@ def caption_documents(split: WorldSplit) -> list[str]:
     return docs
 
 
-def chat_documents(split: WorldSplit, eos: str, seed: int, template: str = "vicuna_v1") -> list[str]:
+def chat_documents(split: WorldSplit, eos: str, seed: int, template: str = DEFAULT_TEMPLATE) -> list[str]:
     """Vicuna-format chats about each scene: description + question, then more questions."""
     chat = get_template(template)
     docs = []
@@ -70,7 +70,7 @@ def text_qa_questions(split: WorldSplit, seed: int, limit: int) -> list[tuple[st
 
 
 def text_qa_prompts(split: WorldSplit, eos: str, seed: int, limit: int,
-                    template: str = "vicuna_v1") -> tuple[list[str], list[str], list[str]]:
+                    template: str = DEFAULT_TEMPLATE) -> tuple[list[str], list[str], list[str]]:
     """Single-question chat prompts (description + question) with their answers and categories."""
     chat = get_template(template)
     quiz = text_qa_questions(split, seed, limit)

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 from tqdm import tqdm
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from vinstruct.bootstrap.schedule import adamw, warmup_cosine
+from vinstruct.model.random_parts import random_llama
 
 
 @dataclass
@@ -35,20 +36,8 @@ class LmSettings:
 
 
 def build_lm(tokenizer, settings: LmSettings) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=settings.hidden,
-        intermediate_size=settings.intermediate,
-        num_hidden_layers=settings.layers,
-        num_attention_heads=settings.heads,
-        num_key_value_heads=settings.heads,
-        max_position_embeddings=settings.max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
+    return random_llama(tokenizer, settings.hidden, settings.intermediate, settings.layers, settings.heads,
+                        settings.heads, settings.max_positions)
 
 
 def pack(tokenizer, documents: list[str], block: int) -> torch.Tensor:

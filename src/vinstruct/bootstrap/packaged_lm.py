@@ -168,7 +168,7 @@ def write_packaged_lm(out_dir: str | os.PathLike, name: str = "smollm2", *, over
                 f"not {sha256[:12]})" if existing else f"does not hold a finished conversion of {entry.file}")
         raise VinstructError(f"{out}: directory exists and {what}; pass --overwrite to replace it")
 
-    from vinstruct.model.io import atomic_directory
+    from vinstruct.atomic import atomic_directory
 
     start = time.time()
     say(f"reading {path} ({path.stat().st_size / 1e6:.0f} MB, sha256 {sha256[:12]})")

@@ -23,13 +23,13 @@ from vinstruct.bootstrap import clip as clip_mod
 from vinstruct.bootstrap import lm as lm_mod
 from vinstruct.bootstrap.corpus import caption_documents, chat_documents, text_qa_prompts
 from vinstruct.bootstrap.probe import majority_baseline, run_probes
-from vinstruct.bootstrap.tokenizer import train_bpe_tokenizer
+from vinstruct.model.tokenizer import train_bpe_tokenizer
 from vinstruct.bootstrap.worlddata import load_split, pixel_values
 from vinstruct.data.formats import write_json
 from vinstruct.data.images import ImageProcessor
-from vinstruct.data.templates import get_template
+from vinstruct.data.templates import DEFAULT_TEMPLATE, get_template
 from vinstruct.errors import VinstructError
-from vinstruct.model.io import atomic_directory
+from vinstruct.atomic import atomic_directory
 from vinstruct.model.vision import load_vision_tower
 from vinstruct.world.manifest import load_manifest
 
@@ -111,7 +111,7 @@ def sample_prompts(val, eos: str) -> list[str]:
 
     captions = val.captions[0]
     question = scene_questions(val.objects[0], val.image_size, np.random.default_rng(0))[0]
-    chat = get_template("vicuna_v1").generation_prompt(
+    chat = get_template(DEFAULT_TEMPLATE).generation_prompt(
         [("human", f"{captions[0]} {captions[1] if len(captions) > 1 else ''}".strip() + "\n" + question.text)],
         None, eos)
     return ["A small", "Three shapes:", chat]

@@ -21,7 +21,7 @@ import time
 import torch
 
 from vinstruct.bootstrap.corpus import text_qa_questions
-from vinstruct.data.templates import get_template
+from vinstruct.data.templates import DEFAULT_TEMPLATE, get_template
 from vinstruct.errors import VinstructError
 from vinstruct.eval import exact
 
@@ -33,7 +33,7 @@ RELATION_WORDS = ("yes", "no", "above", "below")
 def guess_template(tokenizer) -> str:
     """'chatml' for a tokenizer that knows ChatML's markers, else 'vicuna_v1' (the bootstrap LM's)."""
     vocab = tokenizer.get_vocab()
-    return "chatml" if "<|im_start|>" in vocab and "<|im_end|>" in vocab else "vicuna_v1"
+    return "chatml" if "<|im_start|>" in vocab and "<|im_end|>" in vocab else DEFAULT_TEMPLATE
 
 
 @torch.no_grad()

@@ -5,18 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from vinstruct.errors import VinstructError
+from vinstruct.eval.suites import SUITES, build_questions
 
-SUITES = ("world", "pope", "llava-bench", "scienceqa")  # as vinstruct.eval.suites.SUITES (not imported: --help stays light)
 
-DESCRIPTION = """Evaluate a model and write results.json, results.md (a markdown table) and results.png.
+def _suites_help() -> str:
+    width = max(len(name) for name in SUITES)
+    lines = []
+    for suite in SUITES.values():
+        first, *rest = suite.help.splitlines()
+        lines.append(f"  {suite.name.ljust(width)}  {first}")
+        lines += [f"  {' ' * width}  {line}" for line in rest]
+    return "\n".join(lines)
+
+
+def _description() -> str:
+    return f"""Evaluate a model and write results.json, results.md (a markdown table) and results.png.
 
 suites:
-  world        exact QA on the world's held-out split (count, color, shape, position,
-               existence), with the image-blind baseline and the unseen-combination subset
-  pope         yes/no object existence with random, popular and adversarial negatives
-  llava-bench  teacher references vs model answers, scored 1-10 by a judge; relative score
-  scienceqa    multiple choice by subject/context/grade, plus the judge ensemble
-               (from --problems/--pid-splits, or generated from --world)
+{_suites_help()}
 
 The judge and the teacher are any OpenAI-compatible endpoint (--judge-url, --teacher-url);
 without one, the offline scripted judge and teacher are served on 127.0.0.1.
@@ -30,6 +36,13 @@ examples:
   vinstruct eval build-questions --world W --suite pope --out questions/pope"""
 
 
+def __getattr__(name: str):
+    # Built when asked for, so that a suite registered after this module was imported is listed too.
+    if name == "DESCRIPTION":
+        return _description()
+    raise AttributeError(name)
+
+
 def _common(parser) -> None:
     parser.add_argument("--world", default=None, help="world / COCO-format directory (annotations/, images/, world.json)")
     parser.add_argument("--split", default="test", help="split to evaluate on (default: test)")
@@ -39,12 +52,13 @@ def _common(parser) -> None:
 
 def configure(parser) -> None:
     parser.add_argument("--model", help="checkpoint directory to evaluate")
-    parser.add_argument("--suite", choices=SUITES, help="which evaluation to run")
+    parser.add_argument("--suite", choices=list(SUITES), help="which evaluation to run")
     parser.add_argument("--out", default=None, help="output directory (default: runs/eval/<model>/<suite>)")
     _common(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="generation batch size (default 16)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="answer length limit (default per suite: world 8, pope 6, scienceqa 16, llava-bench 128)")
+                        help="answer length limit (default per suite: "
+                        + ", ".join(f"{s.name} {s.max_new_tokens}" for s in SUITES.values()) + ")")
     parser.add_argument("--conv-mode", default=None, help="chat template (default: the model's own)")
     parser.add_argument("--no-blind", action="store_true", help="world: skip the image-blind baseline")
     parser.add_argument("--answer-hint", default="",
@@ -68,27 +82,16 @@ def configure(parser) -> None:
     compare.add_argument("runs", nargs="+", help="run directories (a suite's output, or a folder of them)")
     compare.add_argument("--out", dest="compare_out", default=None, help="also write the table to this markdown file")
     build = sub.add_parser("build-questions", help="write a suite's question files from a world, without a model")
-    build.add_argument("--suite", dest="build_suite", required=True, choices=SUITES)
+    build.add_argument("--suite", dest="build_suite", required=True, choices=list(SUITES))
     build.add_argument("--out", dest="build_out", required=True, help="output directory")
     _common(build)
 
 
 def _build(args) -> int:
-    from vinstruct.eval import llava_bench, pope, sqa_world, world_qa
-
     if not args.world:
         raise VinstructError("build-questions needs --world DIR")
-    suite, out = args.build_suite, args.build_out
-    if suite == "world":
-        paths = world_qa.build_questions(args.world, args.split, out, args.seed, args.limit)
-    elif suite == "pope":
-        paths = [p for pair in pope.build_questions(args.world, args.split, out, limit_images=args.limit,
-                                                    seed=args.seed).values() for p in pair]
-    elif suite == "llava-bench":
-        paths = llava_bench.build_questions(args.world, args.split, out, args.limit or 30, args.seed)
-    else:
-        paths = sqa_world.build_problems(args.world, args.split, out, args.seed, args.limit)
-    for path in paths:
+    for path in build_questions(args.build_suite, args.build_out, world_dir=args.world, split=args.split,
+                                seed=args.seed, limit=args.limit):
         print(path)
     return 0
 
@@ -134,7 +137,7 @@ def run(args) -> int:
         table = report.compare(args.runs)
         print(table, end="")
         if args.compare_out:
-            from vinstruct.data.formats import atomic_write_text
+            from vinstruct.atomic import atomic_write_text
 
             atomic_write_text(args.compare_out, table)
         return 0

@@ -105,8 +105,8 @@ def _per_image(text: str, types: list[str]) -> dict[str, int]:
 
 
 def _teacher_config(args, needs_teacher: bool):
+    from vinstruct.endpoint.client import EndpointConfig, resolve_api_key
     from vinstruct.errors import VinstructError
-    from vinstruct.generate.client import TeacherConfig, resolve_api_key
     from vinstruct.generate.scripted import DEFAULT_MODEL_NAME
 
     if not needs_teacher:
@@ -114,8 +114,8 @@ def _teacher_config(args, needs_teacher: bool):
     if not args.teacher_url:
         raise VinstructError("conversation, detail and complex need a teacher: give --teacher-url "
                              "(for the offline scripted teacher, run `vinstruct teacher` and use http://127.0.0.1:8000/v1)")
-    return TeacherConfig(base_url=args.teacher_url, model=args.model or DEFAULT_MODEL_NAME,
-                         api_key=resolve_api_key(args.teacher_url, args.api_key_env), concurrency=args.concurrency,
+    return EndpointConfig(base_url=args.teacher_url, model=args.model or DEFAULT_MODEL_NAME,
+                         api_key=resolve_api_key(args.teacher_url, env_name=args.api_key_env), concurrency=args.concurrency,
                          rpm=args.rpm, tpm=args.tpm, timeout=args.timeout, max_retries=args.max_retries,
                          temperature=args.temperature, max_tokens=args.max_tokens, price_in=args.price_in,
                          price_out=args.price_out, keep_truncated=args.keep_truncated)
@@ -160,7 +160,7 @@ def _show_prompt(options) -> int:
     if not plan.tasks:
         print("no teacher requests for these types")
         return 0
-    from vinstruct.generate.usage import messages_tokens
+    from vinstruct.endpoint.usage import messages_tokens
 
     prompt_tokens = sum(messages_tokens(t.messages) for t in plan.tasks)
     teacher = options.teacher

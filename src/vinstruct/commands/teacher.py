@@ -41,25 +41,10 @@ def configure(parser) -> None:
                         help="kinds of planted errors (default: count,color,absent,side)")
 
 
-def build_responders(plant=None):
-    """The responders, tried in order: put more specific ones (a judge) before the teacher.
-
-    plant: a PlantPlan, to have the teacher state some facts wrong on purpose (the judge stays exact).
-    """
-    from vinstruct.eval.scripted_judge import respond as judge
-    from vinstruct.generate.scripted import TeacherResponder
-
-    teacher = TeacherResponder()
-    if plant is not None and plant.rate > 0:
-        from vinstruct.generate.scripted.planted import PlantingResponder
-
-        teacher = PlantingResponder(teacher, plant)
-    return [judge, teacher]
-
-
 def run(args) -> int:
     import uvicorn
 
+    from vinstruct.eval.endpoints import scripted_responders
     from vinstruct.generate.faults import FaultPlan, parse_fault_rates
     from vinstruct.generate.scripted import DEFAULT_MODEL_NAME, create_app
 
@@ -72,7 +57,7 @@ def run(args) -> int:
         if args.plant_log is None:
             raise VinstructError("--plant-errors needs --plant-log FILE (where the planted errors are recorded)")
         plant = PlantPlan(args.plant_errors, seed=args.seed, log=args.plant_log, kinds=parse_kinds(args.plant_kinds))
-    app = create_app(build_responders(plant), seed=args.seed, model_name=args.model_name or DEFAULT_MODEL_NAME, faults=plan)
+    app = create_app(scripted_responders(plant), seed=args.seed, model_name=args.model_name or DEFAULT_MODEL_NAME, faults=plan)
     print(f"scripted teacher on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

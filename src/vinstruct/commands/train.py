@@ -51,15 +51,15 @@ def configure(parser) -> None:
                         help="any option of the config (see docs/train.md), e.g. --lr=2e-4 --epochs=3")
     parser.allow_abbrev = False  # --key=value overrides must never be mistaken for a prefix of a flag
 
-    def parse_args(args=None, namespace=None):
-        known, rest = parser.parse_known_args(args, namespace)
-        bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
-        if bad:
-            parser.error(f"unrecognized arguments: {' '.join(bad)} (other options are given as --key=value)")
-        known.overrides = list(known.overrides or []) + rest
-        return known
 
-    parser.parse_args = parse_args
+def parse_args(parser, argv: list[str]):
+    """The flags above, and every other `--key=value` collected as a config override."""
+    known, rest = parser.parse_known_args(argv)
+    bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)} (other options are given as --key=value)")
+    known.overrides = list(known.overrides or []) + rest
+    return known
 
 
 def run(args) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vinstruct.data.templates import IMAGE_MARKER, Segment, get_template
+from vinstruct.data.templates import DEFAULT_TEMPLATE, IMAGE_MARKER, Segment, get_template
 from vinstruct.errors import BadSampleError, VinstructError
 
 IGNORE_INDEX = -100
@@ -25,7 +25,7 @@ class EncodingSpec:
     tokenizer: object
     image_token_id: int
     num_image_tokens: int
-    template: str = "vicuna_v1"
+    template: str = DEFAULT_TEMPLATE
     tokenization: str = "joined"  # or "chunks" (official LLaVA), see model/config.py
     use_im_start_end: bool = False
     max_length: int = 2048

@@ -3,34 +3,18 @@
 - LLaVA instruction data: a JSON list of {"id", "image"?, "conversations": [{"from", "value"}]}
 - question files (official model_vqa style), JSONL: {"question_id", "image", "text", "category"?}
 - answer files, JSONL: {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
-All writers are atomic: a temp file beside the target, then rename.
+All writers are atomic (`vinstruct.atomic`): a temp file beside the target, then rename.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from vinstruct.atomic import atomic_write_text
 from vinstruct.errors import VinstructError
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: str | os.PathLike, data, indent: int | None = 2) -> None:

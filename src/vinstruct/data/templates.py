@@ -140,6 +140,10 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
+# New models are built with this template unless told otherwise (LLaVA v1 / v1.5's own).
+DEFAULT_TEMPLATE = "vicuna_v1"
+
+
 def get_template(name: str) -> Template:
     try:
         return TEMPLATES[name]

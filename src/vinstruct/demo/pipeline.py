@@ -16,8 +16,8 @@ import torch
 
 from vinstruct.demo.settings import DemoSettings, resolved_precision
 from vinstruct.demo.steps import StepLog
+from vinstruct.generate.prompts import TEACHER_TYPES
 
-TEACHER_TYPES = ("conversation", "detail", "complex")
 
 
 class DemoPaths:
@@ -88,7 +88,7 @@ def make_packaged_lm(paths: DemoPaths, say) -> dict:
 def make_warm_projector(paths: DemoPaths, s: DemoSettings, say) -> dict:
     """Fit the projector to the LM's words for each region's contents (packaged LM only), save it alone."""
     from vinstruct.bootstrap.projector_init import warm_start_projector
-    from vinstruct.model.io import build_model
+    from vinstruct.model.build import build_model
     from vinstruct.train.model_init import save_projector_file
 
     model = build_model(str(paths.base / "vision"), str(paths.packaged_lm), vision_feature_pool=s.pool,
@@ -120,10 +120,10 @@ def make_base_models(paths: DemoPaths, s: DemoSettings, say) -> dict:
 
 
 def make_data(paths: DemoPaths, s: DemoSettings, teacher_url: str) -> dict:
-    from vinstruct.generate.client import TeacherConfig
+    from vinstruct.endpoint.client import EndpointConfig
     from vinstruct.generate.pipeline import GenerateOptions, generate
 
-    teacher = TeacherConfig(base_url=teacher_url, model="vinstruct-scripted", api_key="none", concurrency=16)
+    teacher = EndpointConfig(base_url=teacher_url, model="vinstruct-scripted", api_key="none", concurrency=16)
     stats = {}
     common = {"coco_dir": paths.world, "split": "train", "seed": s.seed, "progress": True,
               "image_root": paths.world}
@@ -197,12 +197,13 @@ def _steps(steps: int, scale: float) -> int:
 
 def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: Path | None) -> dict:
     """Stage 1 (unless skipped or shared) then stage 2; returns paths and timings."""
+    from vinstruct.data.templates import DEFAULT_TEMPLATE
     from vinstruct.train import run_training
     from vinstruct.train.config import load_config
 
     s = recipe.settings(s)
     run_dir = paths.runs / recipe.name
-    template = "chatml" if s.llm == "packaged" else "vicuna_v1"
+    template = "chatml" if s.llm == "packaged" else DEFAULT_TEMPLATE
     shared = {"vision": str(paths.base / "vision"), "llm": str(llm_dir(paths, s.llm)), "projector_type": recipe.projector,
               "vision_feature_layer": recipe.layer, "vision_feature_pool": s.pool, "num_threads": s.threads,
               "image_dir": str(paths.world), "seed": s.seed, "template": template,
@@ -250,7 +251,7 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
 
 def full_evaluation(model_dir: str, paths: DemoPaths, s: DemoSettings, url: str) -> dict:
     """Every suite, each sized for the time budget: free-form answers (LLaVA-Bench) cost far more per image."""
-    from vinstruct.data.formats import atomic_write_text
+    from vinstruct.atomic import atomic_write_text
     from vinstruct.eval import report
     from vinstruct.eval.endpoints import make_judge, make_teacher
     from vinstruct.eval.suites import run_suite

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vinstruct.data.formats import atomic_write_text, read_json, read_jsonl
-from vinstruct.demo.settings import DemoSettings
+from vinstruct.atomic import atomic_write_text
+from vinstruct.data.formats import read_json, read_jsonl
+from vinstruct.demo.settings import ALL_ABLATIONS, DemoSettings
 from vinstruct.demo.steps import StepLog
 
 # Published figures of Visual Instruction Tuning (Liu et al., 2023), for comparison where our measure matches.
@@ -49,9 +50,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def _ablations_run(settings: DemoSettings, paths) -> list[str]:
     """The ablations asked for now or trained by an earlier run of the same demo directory."""
-    from vinstruct.demo.pipeline import ABLATIONS
-
-    names = ["same_budget", *settings.ablations, *ABLATIONS]
+    names = ["same_budget", *settings.ablations, *ALL_ABLATIONS]
     return [n for n in dict.fromkeys(names) if (paths.eval / n / "results.json").is_file()]
 
 

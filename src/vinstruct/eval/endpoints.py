@@ -11,31 +11,49 @@ import contextlib
 import os
 from pathlib import Path
 
+from vinstruct.endpoint.client import EndpointConfig, resolve_api_key
 from vinstruct.eval.judge import Judge, JudgeConfig
 
 SCRIPTED_MODEL = "vinstruct-scripted"
+# A judge reads short verdicts deterministically; a truncated one is still parsed (and re-asked if unreadable).
+JUDGE_DEFAULTS = {"temperature": 0.0, "max_tokens": 512, "timeout": 60.0, "max_retries": 2, "keep_truncated": True}
+_JUDGE_POLICY = ("max_attempts", "give_up_after")
+
+
+def endpoint_config(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None = None,
+                    **settings) -> EndpointConfig:
+    """The endpoint behind a judge or a teacher: the key given, else $OPENAI_API_KEY, else none for a
+    local server (`resolve_api_key`, as for `vinstruct generate`)."""
+    return EndpointConfig(base_url=base_url, model=model, api_key=resolve_api_key(base_url, api_key), **settings)
 
 
 def make_judge(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None = None,
                journal: str | os.PathLike | None = None, **settings) -> Judge:
-    """A `Judge` for the endpoint; api_key defaults to $OPENAI_API_KEY (or "none" for local servers)."""
-    key = api_key or os.environ.get("OPENAI_API_KEY") or "none"
-    return Judge(JudgeConfig(base_url=base_url, model=model, api_key=key, **settings), journal)
+    """A `Judge` for the endpoint. settings: max_attempts, give_up_after, and any EndpointConfig field."""
+    policy = {k: settings.pop(k) for k in _JUDGE_POLICY if k in settings}
+    endpoint = endpoint_config(base_url, model, api_key, **{**JUDGE_DEFAULTS, **settings})
+    return Judge(JudgeConfig(endpoint, **policy), journal)
 
 
-def make_teacher(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None = None, **settings):
-    """A `TeacherConfig` (the generation area's client) for reference answers."""
-    from vinstruct.generate.client import TeacherConfig, resolve_api_key
-
-    return TeacherConfig(base_url=base_url, model=model, api_key=api_key or resolve_api_key(base_url), **settings)
+def make_teacher(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None = None, **settings) -> EndpointConfig:
+    """The endpoint for reference answers (the teacher's settings)."""
+    return endpoint_config(base_url, model, api_key, **settings)
 
 
-def scripted_responders() -> list:
-    """The judge first (it answers only judge requests), then the scripted teacher."""
+def scripted_responders(plant=None) -> list:
+    """The judge first (it answers only judge requests), then the scripted teacher.
+
+    plant: a PlantPlan, to have the teacher state some facts wrong on purpose (the judge stays exact).
+    """
     from vinstruct.eval import scripted_judge
     from vinstruct.generate.scripted import default_responders
 
-    return [scripted_judge.respond, *default_responders()]
+    teachers = default_responders()
+    if plant is not None and plant.rate > 0:
+        from vinstruct.generate.scripted.planted import PlantingResponder
+
+        teachers = [PlantingResponder(teacher, plant) for teacher in teachers]
+    return [scripted_judge.respond, *teachers]
 
 
 @contextlib.contextmanager

@@ -31,8 +31,9 @@ from vinstruct.eval.extract import parse_scores
 from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model
 from vinstruct.eval.scene import objects_of_image
 from vinstruct.eval.world_qa import plural
+from vinstruct.generate.prompts import TEACHER_TYPES
 
-CATEGORIES = ("conversation", "detail", "complex")
+CATEGORIES = TEACHER_TYPES  # LLaVA-Bench asks one question of each instruction type
 DETAIL_QUESTIONS = ("Describe this image in detail.", "What is in this picture? Describe everything you see.",
                     "Give a thorough description of the image.")
 
@@ -128,8 +129,8 @@ def build_references(questions: list[dict], contexts: dict[str, str], teacher, p
     """Teacher answers from the symbolic text (the generation area's `answer` prompts and client),
     written to `path` in the answer format. Answers already in `path` for the same question text
     are kept, so a rerun asks only for the missing ones. Returns (answers by id, stats)."""
+    from vinstruct.endpoint.client import RequestFailure
     from vinstruct.generate.answers import answer_questions_sync
-    from vinstruct.generate.client import TeacherFailure
 
     path = Path(path)
     known = read_answers(path)
@@ -140,8 +141,8 @@ def build_references(questions: list[dict], contexts: dict[str, str], teacher, p
     if todo:
         replies = answer_questions_sync(teacher, [(contexts[q["image"]], q["text"]) for q in todo], progress=progress)
         for q, reply in zip(todo, replies):
-            if isinstance(reply, TeacherFailure) or not reply.text.strip():
-                failures.append(str(reply) if isinstance(reply, TeacherFailure) else "empty reply")
+            if isinstance(reply, RequestFailure) or not reply.text.strip():
+                failures.append(str(reply) if isinstance(reply, RequestFailure) else "empty reply")
                 continue
             rows[q["question_id"]] = {"question_id": q["question_id"], "prompt": q["text"], "text": reply.text.strip(),
                                       "answer_id": f"ref-{q['question_id']}", "model_id": teacher.model,
@@ -163,7 +164,7 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, ju
              seed: int = 0, progress: bool = True) -> dict:
     """Questions, teacher references, model answers, judge reviews, summary and report files.
 
-    judge: a `vinstruct.eval.judge.Judge`; teacher: a `vinstruct.generate.client.TeacherConfig`
+    judge: a `vinstruct.eval.judge.Judge`; teacher: a `vinstruct.endpoint.client.EndpointConfig`
     (see `vinstruct.eval.endpoints` for both, hosted or scripted).
     """
     model, model_id = resolve_model(model)
@@ -191,7 +192,7 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, ju
     metrics["candidate mean"] = summary.get("all", {}).get("candidate")
     results = {"suite": "llava-bench", "model": model_id, "split": split, "complete": not reasons,
                "questions": len(questions), "metrics": metrics, "summary": summary, "predict": stats.to_dict(),
-               "judge": {"model": judge.config.model, **judge_run.stats},
+               "judge": {"model": judge.model, **judge_run.stats},
                "teacher": {"model": teacher.model, **teacher_stats}}
     if reasons:
         results["incomplete_reason"] = "; ".join(reasons)
@@ -199,3 +200,16 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, ju
     report.save_run(out_dir, results, _table(summary), chart, f"LLaVA-Bench style ({split})", "relative score %",
                     ylim=None)
     return results
+
+
+# ---- the "llava-bench" suite (vinstruct.eval.suites) ---------------------------------------------
+DEFAULT_IMAGES = 30  # LLaVA-Bench (COCO) has 30 images
+
+
+def evaluate_suite(model, out: Path, request) -> dict:
+    return evaluate(model, request.world_dir, out, request.judge, request.teacher, request.split,
+                    limit_images=request.limit or DEFAULT_IMAGES, seed=request.seed, **request.generation_options())
+
+
+def suite_questions(out: Path, request) -> list[Path]:
+    return list(build_questions(request.world_dir, request.split, out, request.limit or DEFAULT_IMAGES, request.seed))

@@ -133,3 +133,14 @@ def evaluate(model, coco_dir: str | os.PathLike, out_dir: str | os.PathLike, spl
     chart = {s: {m: v[m] for m in ("accuracy", "precision", "recall", "f1")} for s, v in per_strategy.items()}
     report.save_run(out_dir, results, table, chart, f"POPE ({split})")
     return results
+
+
+# ---- the "pope" suite (vinstruct.eval.suites) ----------------------------------------------------
+def evaluate_suite(model, out: Path, request) -> dict:
+    return evaluate(model, request.world_dir, out, request.split, limit_images=request.limit, seed=request.seed,
+                    **request.generation_options())
+
+
+def suite_questions(out: Path, request) -> list[Path]:
+    pairs = build_questions(request.world_dir, request.split, out, limit_images=request.limit, seed=request.seed)
+    return [path for pair in pairs.values() for path in pair]

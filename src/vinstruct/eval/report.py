@@ -11,7 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vinstruct.data.formats import atomic_write_text, read_json, write_json
+from vinstruct.atomic import atomic_file, atomic_write_text
+from vinstruct.data.formats import read_json, write_json
 from vinstruct.errors import VinstructError
 
 RESULTS_NAME, TABLE_NAME, CHART_NAME = "results.json", "results.md", "results.png"
@@ -54,11 +55,9 @@ def bar_chart(path: str | os.PathLike, groups: dict[str, dict[str, float]], titl
     if len(series) > 1:
         ax.legend(fontsize="small")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def save_run(out_dir: str | os.PathLike, results: dict, table: str, chart: dict[str, dict[str, float]],

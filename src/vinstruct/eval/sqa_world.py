@@ -12,6 +12,8 @@ without), with plausible subjects and grades:
   text     language science  context: a caption; "Which word in the sentence names a shape?"  grades 6-10
   none     language science  "Which word names a color?" / "... a shape?"          grades 1-3
 The text and no-context kinds can be solved without the image; the image kinds cannot.
+
+It is also the "scienceqa" suite's module: the suite runs on a --problems file or on these.
 """
 
 from __future__ import annotations
@@ -178,3 +180,24 @@ def training_samples(world_dir: str | os.PathLike, split: str = "train", seed: i
                 sample["image"] = Path(os.path.relpath(image.path, root)).as_posix()
             samples.append(sample)
     return samples
+
+
+# ---- the "scienceqa" suite (vinstruct.eval.suites) -----------------------------------------------
+def evaluate_suite(model, out: Path, request) -> dict:
+    """On --problems (the ScienceQA schema), or on problems generated from --world's scenes."""
+    from vinstruct.eval.scienceqa import evaluate
+
+    problems, pid_splits, image_root, limit = request.problems, request.pid_splits, request.image_root, request.limit
+    if problems is None:
+        if request.world_dir is None:
+            raise VinstructError("suite 'scienceqa' needs --problems FILE (or --world DIR to generate problems)")
+        problems, pid_splits = build_problems(request.world_dir, request.split, out / "problems", request.seed, limit)
+        image_root = image_root or out / "problems" / "images" / request.split
+        limit = None
+    return evaluate(model, problems, out, pid_splits=pid_splits, split=request.split, image_root=image_root,
+                    judge=request.judge if request.use_judge else None, limit=limit,
+                    option_text=request.option_text, **request.generation_options())
+
+
+def suite_questions(out: Path, request) -> list[Path]:
+    return list(build_problems(request.world_dir, request.split, out, request.seed, request.limit))

@@ -200,3 +200,13 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, sp
     report.save_run(out_dir, results, _table(scores, blind_scores), chart, f"World exact QA ({split})",
                     "accuracy %")
     return results
+
+
+# ---- the "world" suite (vinstruct.eval.suites) ---------------------------------------------------
+def evaluate_suite(model, out: Path, request) -> dict:
+    return evaluate(model, request.world_dir, out, request.split, limit_images=request.limit, blind=request.blind,
+                    seed=request.seed, answer_hint=request.answer_hint, **request.generation_options())
+
+
+def suite_questions(out: Path, request) -> list[Path]:
+    return list(build_questions(request.world_dir, request.split, out, request.seed, request.limit))

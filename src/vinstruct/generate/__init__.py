@@ -2,8 +2,7 @@
 
 Modules:
   prompts    prompt files (generate/prompts/<type>/) -> chat messages
-  client     async OpenAI-compatible client: concurrency, rate limits, retries, accounting
-  journal    on-disk cache of teacher replies (resumable, duplicate-free)
+  (the endpoint client and its journal: vinstruct.endpoint)
   parse      teacher text -> question/answer turns
   filters    quality filters with counted reasons
   samples    caption expansion and LLaVA samples

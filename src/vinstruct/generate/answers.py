@@ -4,7 +4,7 @@ Evaluation (LLaVA-Bench style) asks the teacher to answer each question from the
 symbolic text alone; those answers are the reference the judge compares against.
 
     answers = answer_questions_sync(config, [(symbolic_text, "How many shapes are there?"), ...])
-    # -> list of Completion or TeacherFailure, in input order
+    # -> list of Completion or RequestFailure, in input order
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from vinstruct.generate.client import Completion, TeacherClient, TeacherConfig, TeacherFailure, run_async
+from vinstruct.endpoint.client import Completion, EndpointClient, EndpointConfig, RequestFailure, run_async
 from vinstruct.generate.prompts import PromptSet, answer_input
 
 
@@ -22,17 +22,17 @@ def answer_messages(prompts: PromptSet, symbolic: str, question: str) -> list[di
     return prompts.messages("answer", answer_input(symbolic, question))
 
 
-async def answer_questions(client: TeacherClient, items: Sequence[tuple[str, str]], prompts: PromptSet | None = None,
-                           seed: int | None = None, progress: bool = False) -> list[Completion | TeacherFailure]:
+async def answer_questions(client: EndpointClient, items: Sequence[tuple[str, str]], prompts: PromptSet | None = None,
+                           seed: int | None = None, progress: bool = False) -> list[Completion | RequestFailure]:
     """Answer (symbolic text, question) pairs concurrently (bounded by the client's concurrency)."""
     prompts = prompts or PromptSet(types=("answer",))
-    results: list[Completion | TeacherFailure | None] = [None] * len(items)
+    results: list[Completion | RequestFailure | None] = [None] * len(items)
     bar = tqdm(total=len(items), unit="q", desc="reference answers", disable=not progress)
 
     async def one(position: int, symbolic: str, question: str) -> None:
         try:
             results[position] = await client.complete(answer_messages(prompts, symbolic, question), seed=seed)
-        except TeacherFailure as failure:
+        except RequestFailure as failure:
             results[position] = failure
         bar.update(1)
 
@@ -43,10 +43,10 @@ async def answer_questions(client: TeacherClient, items: Sequence[tuple[str, str
     return results
 
 
-def answer_questions_sync(config: TeacherConfig, items: Sequence[tuple[str, str]], prompts: PromptSet | None = None,
-                          seed: int | None = None, progress: bool = False) -> list[Completion | TeacherFailure]:
+def answer_questions_sync(config: EndpointConfig, items: Sequence[tuple[str, str]], prompts: PromptSet | None = None,
+                          seed: int | None = None, progress: bool = False) -> list[Completion | RequestFailure]:
     """The same from synchronous code: opens a client for the call and closes it after."""
     async def run():
-        async with TeacherClient(config) as client:
+        async with EndpointClient(config) as client:
             return await answer_questions(client, items, prompts, seed, progress)
     return run_async(run())

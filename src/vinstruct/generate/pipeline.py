@@ -10,6 +10,8 @@ kill -9) writes exactly what an uninterrupted run writes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import time
@@ -23,10 +25,10 @@ from vinstruct.data.coco import CocoImage, CocoSet
 from vinstruct.data.coco_checks import IMAGE_FILE_MISSING, InputProblem
 from vinstruct.data.formats import append_jsonl, write_json, write_jsonl
 from vinstruct.data.symbolic import symbolic_for_image
+from vinstruct.endpoint.client import EndpointClient, EndpointConfig, RequestFailure, run_async
+from vinstruct.endpoint.journal import Journal
 from vinstruct.errors import VinstructError
-from vinstruct.generate.client import TeacherClient, TeacherConfig, TeacherFailure, run_async
 from vinstruct.generate.filters import FilterConfig, check_sample
-from vinstruct.generate.journal import Journal, request_key
 from vinstruct.generate.mix import mix_samples, stats_path
 from vinstruct.generate.parse import ParseError, parse_reply
 from vinstruct.generate.prompts import ALL_TYPES, TEACHER_TYPES, PromptSet, prompt_hash
@@ -36,6 +38,12 @@ from vinstruct.generate.stats import RunStats, TypeStats
 log = logging.getLogger(__name__)
 
 
+def request_key(model: str, task_type: str, image_id, index: int, prompt_hash: str) -> str:
+    """A teacher request's journal key: the same request in a later run finds its reply."""
+    blob = json.dumps([model, task_type, str(image_id), index, prompt_hash], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
 @dataclass
 class GenerateOptions:
     coco_dir: Path
@@ -43,7 +51,7 @@ class GenerateOptions:
     split: str = "train"
     types: tuple[str, ...] = ALL_TYPES
     per_image: dict[str, int] = field(default_factory=dict)  # type -> samples per image (default 1)
-    teacher: TeacherConfig | None = None
+    teacher: EndpointConfig | None = None
     prompts_dir: Path | None = None
     boxes_for: frozenset[str] = frozenset({"detail", "complex"})
     seed: int = 0
@@ -106,11 +114,11 @@ def _check_options(opts: GenerateOptions) -> None:
     unknown = [t for t in opts.types if t not in ALL_TYPES]
     if unknown or not opts.types:
         raise VinstructError(f"unknown type(s) {', '.join(unknown) or '(none given)'}; expected some of {', '.join(ALL_TYPES)}")
-    for task, count in opts.per_image.items():
-        if task not in ALL_TYPES:
-            raise VinstructError(f"--per-image: unknown type {task!r}; expected one of {', '.join(ALL_TYPES)}")
+    for task_type, count in opts.per_image.items():
+        if task_type not in ALL_TYPES:
+            raise VinstructError(f"--per-image: unknown type {task_type!r}; expected one of {', '.join(ALL_TYPES)}")
         if count < 0:
-            raise VinstructError(f"--per-image: {task} must be 0 or more, got {count}")
+            raise VinstructError(f"--per-image: {task_type} must be 0 or more, got {count}")
     if any(t in TEACHER_TYPES for t in opts.types) and opts.teacher is None:
         raise VinstructError(f"types {', '.join(t for t in opts.types if t in TEACHER_TYPES)} need a teacher: give --teacher-url")
 
@@ -139,14 +147,14 @@ def plan_run(opts: GenerateOptions) -> Plan:
     tasks = []
     params = {"max_tokens": opts.teacher.max_tokens, "temperature": opts.teacher.temperature} if opts.teacher else {}
     for image in images:
-        for task in (t for t in opts.types if t in TEACHER_TYPES):
-            with_boxes = task in opts.boxes_for
-            messages = prompts.messages(task, symbolic_for_image(image, with_boxes=with_boxes), with_boxes)
+        for task_type in (t for t in opts.types if t in TEACHER_TYPES):
+            with_boxes = task_type in opts.boxes_for
+            messages = prompts.messages(task_type, symbolic_for_image(image, with_boxes=with_boxes), with_boxes)
             digest = prompt_hash(messages, params)
-            for index in range(opts.per_image.get(task, 1)):
-                key = request_key(opts.teacher.model, task, image.id, index, digest)
-                tasks.append(Task(image, task, index, messages, stable_seed(opts.seed, image.id, task, index) % 2**31,
-                                  key, digest))
+            for index in range(opts.per_image.get(task_type, 1)):
+                key = request_key(opts.teacher.model, task_type, image.id, index, digest)
+                seed = stable_seed(opts.seed, image.id, task_type, index) % 2**31
+                tasks.append(Task(image, task_type, index, messages, seed, key, digest))
     auditor = None
     if opts.audit:
         from vinstruct.audit.engine import Auditor
@@ -224,18 +232,18 @@ def build_sample(plan: Plan, opts: GenerateOptions, task: Task, text: str, seen:
     return sample, None
 
 
-async def fetch(tasks: list[Task], config: TeacherConfig, journal: Journal, on_row=None,
+async def fetch(tasks: list[Task], config: EndpointConfig, journal: Journal, on_row=None,
                 progress: bool = True) -> tuple[dict[str, str], dict]:
     """Ask the teacher for every task; returns ({task key: failure reason}, client usage)."""
     failures: dict[str, str] = {}
     pending = iter(tasks)
     bar = tqdm(total=len(tasks), unit="req", desc="teacher", disable=not progress, dynamic_ncols=True)
-    async with TeacherClient(config) as client:
+    async with EndpointClient(config) as client:
         async def worker():
             for task in pending:  # a shared iterator: each task goes to exactly one worker
                 try:
                     completion = await client.complete(task.messages, seed=task.seed)
-                except TeacherFailure as failure:
+                except RequestFailure as failure:
                     failures[task.key] = failure.reason
                 else:
                     row = _row(task, completion, config.model)

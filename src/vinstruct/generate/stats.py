@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from vinstruct.generate.usage import cost_of
+from vinstruct.endpoint.usage import cost_of
 
 
 @dataclass

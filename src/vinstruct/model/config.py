@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vinstruct.data.templates import DEFAULT_TEMPLATE
 from vinstruct.errors import VinstructError
 
 MODEL_TYPE = "vinstruct_llava"
@@ -20,6 +21,17 @@ TOKENIZATION_MODES = ("joined", "chunks")
 IMAGE_ASPECTS = ("pad", "resize", "crop")
 
 
+def read_config_json(directory: str | Path) -> tuple[Path, dict]:
+    """(path, contents) of a checkpoint directory's config.json, any format."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise VinstructError(f"{path}: not found (a checkpoint directory has config.json)")
+    try:
+        return path, json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise VinstructError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+
+
 @dataclass
 class LlavaConfig:
     vision_config: dict
@@ -30,7 +42,7 @@ class LlavaConfig:
     vision_feature_pool: int = 1
     image_token: str = IMAGE_TOKEN
     image_token_id: int = -1
-    template: str = "vicuna_v1"
+    template: str = DEFAULT_TEMPLATE
     image_aspect: str = "pad"
     tokenization: str = "joined"
     # official LLaVA's mm_use_im_start_end: wrap image features in <im_start>/<im_end> tokens
@@ -73,11 +85,5 @@ class LlavaConfig:
 
     @classmethod
     def load(cls, directory: str | Path) -> "LlavaConfig":
-        path = Path(directory) / "config.json"
-        if not path.is_file():
-            raise VinstructError(f"{path}: not found (a vinstruct checkpoint directory has config.json)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise VinstructError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+        path, data = read_config_json(directory)
         return cls.from_dict(data, where=str(path))

@@ -1,6 +1,5 @@
 """Checkpoint interop: read official LLaVA and llava-hf directories, write vinstruct or llava-hf.
 
-  load_foreign(path, fmt, ...)      what `vinstruct.load` calls for "official" / "llava-hf" directories
   load_any(path, ...)               any of the three formats, detected, with an optional LoRA merged
   convert(src, dst, ...)            load, optionally merge LoRA, write in the target format
 
@@ -17,56 +16,15 @@ from pathlib import Path
 import torch
 
 from vinstruct.errors import VinstructError
+from vinstruct.model.io import FORMATS, detect_format, load_foreign, load_model, parse_dtype, save_model
+from vinstruct.model.weights import weight_files
 
-FORMATS = ("vinstruct", "llava-hf", "official")
 TARGETS = ("vinstruct", "llava-hf")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def parse_dtype(name: str | torch.dtype | None):
-    """None, "auto" (keep the stored dtype) or a torch dtype, from a name or a dtype."""
-    if name is None or name == "auto" or isinstance(name, torch.dtype):
-        return name
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise VinstructError(f"unknown dtype {name!r}; expected auto, {', '.join(DTYPES)}") from None
-
-
-def load_foreign(path: str | os.PathLike, fmt: str, dtype=None, device="cpu", *, vision=None, base=None,
-                 template: str | None = None, strict: bool = False, lora=None):
-    """An LlavaModel from an official LLaVA or a llava-hf directory.
-
-    vision: a local copy of the official checkpoint's vision tower (else its mm_vision_tower is
-    tried as a path, relative to the checkpoint, then as a cached hub name); base: the base LLM
-    of an official projector-only or LoRA checkpoint; template: our chat template name (official
-    configs rarely say; default vicuna_v1); strict: refuse pickled (.bin) weights; lora: a peft
-    adapter directory merged into the weights after loading.
-    """
-    dtype = parse_dtype(dtype)
-    if fmt == "official":
-        from vinstruct.model.convert_official import load_official
-
-        model = load_official(path, vision=vision, base=base, template=template, strict=strict, dtype=dtype,
-                              device=device)
-    elif fmt == "llava-hf":
-        from vinstruct.model.convert_hf import load_llava_hf
-
-        model = load_llava_hf(path, template=template, strict=strict, dtype=dtype, device=device)
-    else:
-        raise VinstructError(f"{path}: unknown checkpoint format {fmt!r}; expected one of {', '.join(FORMATS[1:])}")
-    if lora is not None:
-        from vinstruct.model.convert_lora import merge_lora
-
-        merge_lora(model, lora, strict)
-    return model
 
 
 def _stored_dtype(path: Path) -> torch.dtype | None:
     """The dtype a vinstruct checkpoint's LLM weights are stored in (read from the file headers)."""
     from safetensors import safe_open
-
-    from vinstruct.model.io import weight_files
 
     names = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
     for f in weight_files(path):
@@ -79,8 +37,6 @@ def _stored_dtype(path: Path) -> torch.dtype | None:
 
 def load_any(path: str | os.PathLike, *, source: str | None = None, dtype="auto", lora=None, **kwargs):
     """Load a checkpoint of any supported format (detected unless `source` names it)."""
-    from vinstruct.model.io import detect_format, load_model
-
     path = Path(path)
     fmt = source or detect_format(path)
     if fmt not in FORMATS:
@@ -106,7 +62,7 @@ def load_any(path: str | os.PathLike, *, source: str | None = None, dtype="auto"
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, source: str | None = None, target: str = "vinstruct",
             dtype="auto", lora=None, pad_vocab_to: int | None = None, max_shard_size: int | str = "5GB",
             **load_options) -> list[str]:
-    """Convert a checkpoint directory; returns notes worth telling the user. See load_foreign for options."""
+    """Convert a checkpoint directory; returns notes worth telling the user. See io.load_foreign for options."""
     if target not in TARGETS:
         raise VinstructError(f"unknown target format {target!r}; expected one of {', '.join(TARGETS)}")
     if Path(dst).resolve() == Path(src).resolve():
@@ -118,7 +74,5 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, source: str | Non
         from vinstruct.model.convert_hf_export import export_llava_hf
 
         return export_llava_hf(model, dst, pad_vocab_to=pad_vocab_to, max_shard_size=max_shard_size)
-    from vinstruct.model.io import save_model
-
     save_model(model, dst, max_shard_size=max_shard_size)
     return []

@@ -23,11 +23,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.initialization import no_init_weights
 
 from vinstruct.data.images import ImageProcessor
-from vinstruct.data.templates import get_template
+from vinstruct.data.templates import DEFAULT_TEMPLATE, get_template
 from vinstruct.errors import VinstructError
 from vinstruct.model.config import IMAGE_TOKEN, LlavaConfig
 from vinstruct.model.convert_weights import assign_weights, find_weight_files, match_vision_key, read_weight_files
-from vinstruct.model.io import sub_config_dict
+from vinstruct.model.build import sub_config_dict
 from vinstruct.model.llava import LlavaModel
 from vinstruct.model.vision import has_cls_token, vision_tower_from_config
 
@@ -162,7 +162,7 @@ def load_llava_hf(path: str | os.PathLike, *, template: str | None = None, stric
         vision_feature_layer=int(raw.get("vision_feature_layer", -2)),
         vision_feature_select=_feature_select(raw, vision_tower.config, where),
         image_token_id=image_token_id,
-        template=get_template(template or meta.get("template", "vicuna_v1")).name,
+        template=get_template(template or meta.get("template", DEFAULT_TEMPLATE)).name,
         image_aspect=image_processor.aspect,
         tokenization="joined",
         model_max_length=int(meta.get("model_max_length") or min(int(tokenizer.model_max_length), 1 << 16)),

@@ -25,7 +25,8 @@ from transformers import GenerationConfig
 from vinstruct.errors import VinstructError
 from vinstruct.model.convert_chat import jinja_chat_template
 from vinstruct.model.convert_hf import METADATA_KEY
-from vinstruct.model.io import atomic_directory, write_weights
+from vinstruct.atomic import atomic_directory
+from vinstruct.model.weights import write_weights
 from vinstruct.model.llava import LlavaModel
 from vinstruct.model.vision import has_cls_token
 

@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.initialization import no_init_weights
 
 from vinstruct.data.images import ImageProcessor
-from vinstruct.data.templates import get_template
+from vinstruct.data.templates import DEFAULT_TEMPLATE, get_template
 from vinstruct.errors import VinstructError
 from vinstruct.model.config import IMAGE_TOKEN, LlavaConfig
 from vinstruct.model.convert_lora import is_adapter_dir, merge_lora
@@ -37,7 +37,7 @@ from vinstruct.model.convert_weights import (
     read_weight_file,
     read_weight_files,
 )
-from vinstruct.model.io import IM_END, IM_START, prepare_tokenizer, sub_config_dict
+from vinstruct.model.build import IM_END, IM_START, prepare_tokenizer, sub_config_dict
 from vinstruct.model.llava import LlavaModel
 from vinstruct.model.projector import build_projector
 from vinstruct.model.vision import FEATURE_SELECTS, load_vision_tower
@@ -229,7 +229,7 @@ def _template_for(cfg: dict, override: str | None) -> str:
     if override:
         return get_template(override).name
     hint = cfg.get("conv_mode") or cfg.get("version")
-    return TEMPLATE_OF_CONV_MODE.get(hint, "vicuna_v1")
+    return TEMPLATE_OF_CONV_MODE.get(hint, DEFAULT_TEMPLATE)
 
 
 def _assemble(cfg: dict, vision_source: str, template: str | None) -> LlavaModel:

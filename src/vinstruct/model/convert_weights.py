@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from vinstruct.errors import VinstructError
-from vinstruct.model.io import read_safetensors
+from vinstruct.model.weights import check_fits, read_safetensors
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -131,14 +131,7 @@ def assign_weights(
     """
     expected = model.state_dict()
     for ours, (source_key, tensor) in mapped.items():
-        where_from = weights.origin.get(source_key, where)
-        if ours not in expected:
-            raise VinstructError(f"{where_from}: unexpected key {source_key!r} (no such parameter in this model)")
-        if tuple(tensor.shape) != tuple(expected[ours].shape):
-            raise VinstructError(
-                f"{where_from}: shape mismatch for {source_key!r}: file has {tuple(tensor.shape)}, "
-                f"the configuration expects {tuple(expected[ours].shape)}"
-            )
+        check_fits(expected, ours, tensor, weights.origin.get(source_key, where), source_key)
     missing = [k for k in expected if k.startswith(required_prefixes) and k not in mapped and k not in optional]
     if missing:
         raise VinstructError(

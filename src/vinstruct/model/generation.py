@@ -17,7 +17,7 @@ import torch
 from transformers import DynamicCache
 
 from vinstruct.errors import VinstructError
-from vinstruct.model.llava import positions_from_mask
+from vinstruct.model.positions import positions_from_mask
 
 # Below this temperature a row is decoded greedily. Dividing logits by a smaller number overflows float32
 # (1e-45 is a subnormal, 1e-46 rounds to 0), and at 1e-5 a logit gap of 1e-4 already weighs e^-10: the

@@ -15,20 +15,15 @@ from torch import nn
 
 from vinstruct.errors import VinstructError
 from vinstruct.model.config import LlavaConfig
+from vinstruct.model.positions import positions_from_mask
 from vinstruct.model.projector import build_projector
 from vinstruct.model.vision import has_cls_token, num_image_tokens, select_features
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip padding (left or right), as transformers' generate computes them."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.masked_fill(attention_mask == 0, 1)
 
 
 class LlavaModel(nn.Module):
     """Vision tower + projector + language model.
 
-    Attributes set by `vinstruct.model.io` when loading: `tokenizer` and
+    Attributes set by `vinstruct.model.build` when building or loading: `tokenizer` and
     `image_processor`, so a loaded model is everything needed to chat.
     """
 

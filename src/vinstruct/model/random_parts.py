@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-from vinstruct.bootstrap.tokenizer import train_bpe_tokenizer
+from vinstruct.model.tokenizer import train_bpe_tokenizer
 
 _WORDS = (
     "a an the red green blue yellow purple orange white black gray small large big tiny circle square "
@@ -49,6 +49,24 @@ def _corpus(seed: int) -> list[str]:
     return lines
 
 
+def random_llama(tokenizer, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int,
+                 max_positions: int) -> LlamaForCausalLM:
+    """A randomly initialised Llama of these sizes, its vocabulary and special ids the tokenizer's."""
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    ))
+
+
 def make_random_parts(directory: str | Path, sizes: PartSizes | None = None, seed: int = 0) -> tuple[Path, Path]:
     """Write `directory/vision` (CLIPVisionModel + CLIPImageProcessor) and `directory/llm`
     (LlamaForCausalLM + BPE tokenizer); return both paths."""
@@ -75,21 +93,8 @@ def make_random_parts(directory: str | Path, sizes: PartSizes | None = None, see
     ).save_pretrained(str(vision_dir))
 
     tokenizer = train_bpe_tokenizer(_corpus(seed), vocab_size=sizes.vocab_size)
-    llm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=sizes.llm_hidden,
-            intermediate_size=sizes.llm_intermediate,
-            num_hidden_layers=sizes.llm_layers,
-            num_attention_heads=sizes.llm_heads,
-            num_key_value_heads=sizes.llm_kv_heads,
-            max_position_embeddings=sizes.max_positions,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=False,
-        )
-    )
+    llm = random_llama(tokenizer, sizes.llm_hidden, sizes.llm_intermediate, sizes.llm_layers, sizes.llm_heads,
+                       sizes.llm_kv_heads, sizes.max_positions)
     llm.save_pretrained(str(llm_dir))
     tokenizer.save_pretrained(str(llm_dir))
     return vision_dir, llm_dir

@@ -25,12 +25,14 @@ from pathlib import Path
 
 import torch
 
+from vinstruct.atomic import AtomicDirectory
 from vinstruct.data.formats import write_json
 from vinstruct.errors import VinstructError
 from vinstruct.train import lora as lora_mod
 from vinstruct.train.distributed import DistEnv, full_states
 from vinstruct.train.manifest import checksum_problem, loading_problem, read_manifest, size_problem, write_manifest
 from vinstruct.train.state_io import rng_state, save_state
+from vinstruct.train.step import TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +113,9 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
         # finished run): it holds this state already, and replacing it would leave a moment without it.
         env.barrier()
         return final if env.is_main else None
+    # Every process writes its own files into the same staging directory; process 0 renames it into place.
     tmp = root / f".step-{step:06d}.tmp"
-    if env.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    staging = AtomicDirectory(final, temp=tmp) if env.is_main else None
     env.barrier()
     save_state(rng_state(), tmp / f"rng-rank{env.rank}.safetensors")
     if env.engine is not None:  # DeepSpeed: optimizer state stays partitioned, one file per process
@@ -124,14 +125,13 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
     problem = None
     poisoned = _non_finite_tensor(model_state) if env.is_main else None
     if env.sum(1 if poisoned else 0):  # every process learns it: all stop here, none waits for the others
-        if env.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if staging is not None:
+            staging.abort()
         raise VinstructError(f"step {step}: " + (f"the weights hold NaN or infinite values ({poisoned})"
                                                  if poisoned else "process 0 found non-finite weights")
                              + "; checkpoint not written (the newest one on disk is kept)")
     if env.is_main:
-        # The model's own state dict keys (the training wrapper holds the model as `model.`).
-        model_state = {k[len("model."):]: v for k, v in model_state.items() if k.startswith("model.")}
+        model_state = TrainStep.model_state(model_state)
         save_weights(model, model_state, tmp, merge_lora=False)
         if optim_state is not None:
             save_state(optim_state, optimizer_file(tmp, env))
@@ -139,9 +139,7 @@ def save_checkpoint(output_dir: str | Path, step: int, model, wrapped, optimizer
                      strategy=env.strategy)
         write_json(tmp / STATE_FILE, state)
         manifest = write_manifest(tmp)  # last: it vouches for every file above
-        if final.exists():  # a step directory without trainer_state.json: not a checkpoint
-            shutil.rmtree(final)
-        tmp.rename(final)
+        staging.commit()  # replaces a step directory without trainer_state.json (not a checkpoint)
         problem = size_problem(final, manifest)
         if not problem:  # older checkpoints go only once this one is in place and checks out
             for _, old in list_checkpoints(output_dir)[:-keep_last]:

@@ -87,6 +87,18 @@ class _Trainer:
         self.timings: dict[str, float] = {}
         self.empty_batches = 0
         self.last_checkpoint: Path | None = None  # the newest checkpoint of this run on disk
+        # Set up by run(), in this order:
+        self.model = None  # the LlavaModel being trained
+        self.trainable: TrainableSummary | None = None  # what the stage trains (from freeze_for_stage)
+        self.train_set = self.val_set = None  # LlavaDataset
+        self.source: BatchSource | None = None  # micro-batches of the training set
+        self.val_source: BatchSource | None = None
+        self.vision_computed = True  # False when vision features come from the cache
+        self.plan: StepPlan | None = None  # which samples each (step, micro-batch, rank) takes
+        self.flops: FlopModel | None = None
+        self.wrapped = None  # TrainStep(model), wrapped for the strategy (DDP / FSDP / DeepSpeed)
+        self.peak_flops = 0.0  # per device, for MFU
+        self.metrics: MetricsLog | None = None  # metrics.jsonl (+ TensorBoard)
 
     def say(self, message: str) -> None:
         if self.env.is_main and self.cfg.progress:
@@ -137,8 +149,8 @@ class _Trainer:
                 c = self.cfg
                 lora_mod.attach_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules)
         c = self.cfg
-        self.summary = freeze_for_stage(model, c.stage, c.lora, c.llm_train_layers, c.train_projector)
-        self.say(self.summary.line())
+        self.trainable = freeze_for_stage(model, c.stage, c.lora, c.llm_train_layers, c.train_projector)
+        self.say(self.trainable.line())
         model.to(self.env.device).train()
         if self.cfg.gradient_checkpointing:
             model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -194,15 +206,15 @@ class _Trainer:
         scheduler = build_scheduler(optimizer, c.lr_scheduler, c.warmup_ratio, total)
         self.wrapped, optimizer = prepare_engine(self.wrapped, optimizer, c, env)
         start = self._restore(resume_dir, optimizer, scheduler) if resume_dir is not None else 0
-        self.peak = c.peak_flops or measure_matmul_peak(env.device, torch.bfloat16 if c.precision == "bf16"
+        self.peak_flops = c.peak_flops or measure_matmul_peak(env.device, torch.bfloat16 if c.precision == "bf16"
                                                         else torch.float32)
         metrics_path = self.out / "metrics.jsonl"
-        self.log = MetricsLog(metrics_path, start if resume_dir is not None else None,
+        self.metrics = MetricsLog(metrics_path, start if resume_dir is not None else None,
                               self.out / "tensorboard" if c.tensorboard else None, env.is_main)
         if env.is_main:
             write_json(self.out / "train_config.json", c.to_dict())
         last_loss = self._train_steps(start, total, optimizer, scheduler)
-        self.log.close()
+        self.metrics.close()
         return self._finish(total, last_loss, optimizer, scheduler, started, metrics_path)
 
     def autocast(self):
@@ -311,8 +323,8 @@ class _Trainer:
         samples, tokens, flops = env.sum(window["samples"]), env.sum(window["tokens"]), env.sum(window["flops"])
         row = {"kind": "train", "step": step, "epoch": round(step / self.plan.steps_per_epoch, 4), "loss": loss,
                "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "samples_per_s": samples / elapsed,
-               "tokens_per_s": tokens / elapsed, "mfu": flops / elapsed / (self.peak * env.world_size)}
-        self.log.write(row)
+               "tokens_per_s": tokens / elapsed, "mfu": flops / elapsed / (self.peak_flops * env.world_size)}
+        self.metrics.write(row)
         window.update(samples=0, tokens=0, flops=0.0, since=time.perf_counter())
         return row
 
@@ -326,7 +338,7 @@ class _Trainer:
             row.update(quick_exact_qa(self.model, c.eval_questions, c.image_dir, c.eval_max_questions))
         row.update(run_hooks(self.model, self.hooks, self.env))
         if len(row) > 2:
-            self.log.write(row)
+            self.metrics.write(row)
             self.say("eval @ step {}: {}".format(step, ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else
                                                                    f"{k} {v}" for k, v in row.items()
                                                                    if k not in ("kind", "step"))))
@@ -352,8 +364,7 @@ class _Trainer:
         final = self.out / "model"
         projector = curve = adapter = None
         if env.is_main:
-            state = self.model.state_dict() if model_state is None else {
-                k[len("model."):]: v for k, v in model_state.items() if k.startswith("model.")}
+            state = self.model.state_dict() if model_state is None else TrainStep.model_state(model_state)
             ckpt.save_weights(self.model, state, self.out, merge_lora=c.lora_merge)
             adapter = self.out / "adapter" if c.lora and not c.lora_merge else None
             if c.write_projector_file:
@@ -365,5 +376,5 @@ class _Trainer:
         self.timings["total_s"] = time.perf_counter() - started
         skipped = dict(self.train_set.skipped.counts)
         self.say(f"done: {total} steps, final loss {last_loss:.4f}; model in {final}")
-        return TrainResult(final, metrics_path, curve, projector, adapter, total, last_loss, self.summary,
+        return TrainResult(final, metrics_path, curve, projector, adapter, total, last_loss, self.trainable,
                            skipped, self.empty_batches, dict(self.timings))

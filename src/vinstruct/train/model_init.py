@@ -14,15 +14,17 @@ trained with, which must match the model it is loaded onto.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from vinstruct.atomic import atomic_file
+from vinstruct.data.templates import DEFAULT_TEMPLATE
 from vinstruct.errors import VinstructError
-from vinstruct.model.io import build_model, load_model
+from vinstruct.model.build import build_model
+from vinstruct.model.io import load_model
 
 PROJECTOR_FILE = "mm_projector.safetensors"
 PROJECTOR_FORMAT = "vinstruct-projector"
@@ -40,17 +42,10 @@ def projector_metadata(model) -> dict[str, str]:
 def save_projector_file(model, path: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the projector weights alone (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = state if state is not None else model.projector.state_dict()
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=projector_metadata(model))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=projector_metadata(model))
     return path
 
 
@@ -94,7 +89,7 @@ def initial_model(config, resume_model_dir: Path | None = None):
     model = build_model(
         config.vision, config.llm, projector=config.projector_type, vision_feature_layer=config.vision_feature_layer,
         vision_feature_select=config.vision_feature_select, vision_feature_pool=config.vision_feature_pool,
-        template=config.template or "vicuna_v1", image_aspect=config.image_aspect,
+        template=config.template or DEFAULT_TEMPLATE, image_aspect=config.image_aspect,
         model_max_length=config.max_length,
     )
     if config.projector_file:

@@ -18,7 +18,7 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
     get_linear_schedule_with_warmup
 
 from vinstruct.data.encoding import IGNORE_INDEX
-from vinstruct.model.llava import positions_from_mask
+from vinstruct.model.positions import positions_from_mask
 from vinstruct.train.stages import vision_is_frozen
 
 
@@ -26,6 +26,11 @@ class TrainStep(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+
+    @staticmethod
+    def model_state(wrapped_state: dict) -> dict:
+        """The model's own state dict out of this wrapper's (which holds the model as `model.`)."""
+        return {k.removeprefix("model."): v for k, v in wrapped_state.items() if k.startswith("model.")}
 
     def image_features(self, pixel_values, vision_features):
         model = self.model

@@ -96,7 +96,7 @@ def _readable(path: Path) -> None:
 def generate_world(out: str | os.PathLike, images: int, seed: int = 0, size: int = 64, overwrite: bool = False,
                    progress: bool = True) -> dict:
     """Write a world of `images` images (split 80/10/10) to `out`; returns the manifest (world.json)."""
-    from vinstruct.model.io import atomic_directory
+    from vinstruct.atomic import atomic_directory
 
     out = Path(out)
     check_arguments(out, images, size, overwrite)

@@ -20,15 +20,15 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from vinstruct.endpoint.usage import estimate_tokens, message_text, messages_tokens
 from vinstruct.generate.faults import FaultPlan
-from vinstruct.generate.usage import estimate_tokens, message_text, messages_tokens
 
 Responder = Callable[[list[dict], random.Random], "str | None"]
 DEFAULT_MODEL_NAME = "vinstruct-scripted"
 
 
 def default_responders() -> list[Responder]:
-    """The scripted teacher alone (commands/teacher.py adds any other responders before it)."""
+    """The scripted teacher alone (vinstruct.eval.endpoints.scripted_responders puts the judge before it)."""
     from vinstruct.generate.scripted.teacher import TeacherResponder
 
     return [TeacherResponder()]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vinstruct.errors import VinstructError
+from vinstruct.generate.prompts import TEACHER_TYPES
 from vinstruct.generate.scripted.teacher import classify_task
 from vinstruct.world.spec import COLORS as WORLD_COLORS
 from vinstruct.world.spec import SHAPES as WORLD_SHAPES
@@ -185,7 +186,7 @@ class PlantingResponder:
         reply = self.teacher(messages, rng)
         system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
         task = classify_task(system)
-        if reply is None or task not in ("conversation", "detail", "complex") or self.plan.rate <= 0:
+        if reply is None or task not in TEACHER_TYPES or self.plan.rate <= 0:
             return reply
         symbolic = [m["content"] for m in messages if m["role"] == "user"][-1]
         digest = hashlib.sha256(symbolic.encode("utf-8")).hexdigest()

@@ -1,14 +1,20 @@
-"""An async client for any OpenAI-compatible chat-completions endpoint, built to run for days.
+"""The one async client for OpenAI-compatible chat-completions endpoints: the teacher pipeline and
+every judge talk through it. Built to run for days.
 
 It wraps the official `openai` SDK (AsyncOpenAI with the SDK's own retries off) and adds
 what a long generation run needs: bounded concurrency, requests/min and tokens/min
 limits, retries with jittered exponential backoff that honour Retry-After (and pause
 every request after a 429), a per-request timeout, and token/cost accounting.
 
-Outcomes of one `complete()` call:
-  Completion        the reply (after any retries)
-  TeacherFailure    gave up on this request; `.reason` says why (counted, the run goes on)
-  FatalTeacherError the endpoint refuses us (bad key, unknown model): stop the run
+Outcomes of one `complete()` / `send()` call:
+  Completion         the reply (after any retries)
+  RequestFailure     gave up on this request; `.reason` says why (counted, the run goes on)
+  FatalEndpointError the endpoint refuses us (bad key, unknown model): stop the run
+
+A request is data: its caller keys it (the key its journal row is stored under) and `body()`
+builds the chat-completions JSON; `send(body)` is the live HTTP path, and `read(response)` is
+the response path on its own (checks, token and cost accounting), for replies that arrive
+another way (a batch job's output file, say).
 """
 
 from __future__ import annotations
@@ -27,18 +33,18 @@ import pydantic
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
+from vinstruct.endpoint.ratelimit import RateLimiter
+from vinstruct.endpoint.usage import Usage, messages_tokens
 from vinstruct.errors import VinstructError
-from vinstruct.generate.ratelimit import RateLimiter
-from vinstruct.generate.usage import Usage, messages_tokens
 
 REJECTED_BEFORE_STOP = 5  # this many HTTP 400s before any success: the requests themselves are wrong
 
 
-class FatalTeacherError(VinstructError):
+class FatalEndpointError(VinstructError):
     """The endpoint rejects every request (authentication, permission, unknown model or URL)."""
 
 
-class TeacherFailure(Exception):
+class RequestFailure(Exception):
     def __init__(self, reason: str, detail: str, attempts: int, retries: list[str]):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail, self.attempts, self.retries = reason, detail, attempts, retries
@@ -51,7 +57,7 @@ class _Retry(Exception):
 
 
 @dataclass
-class TeacherConfig:
+class EndpointConfig:
     base_url: str
     model: str
     api_key: str | None = None
@@ -93,15 +99,17 @@ class Completion:
     model: str = ""
 
 
-def resolve_api_key(base_url: str, env_name: str = "OPENAI_API_KEY") -> str:
-    """The key from the environment; a local endpoint (loopback) may go without one."""
-    key = os.environ.get(env_name)
+def resolve_api_key(base_url: str, api_key: str | None = None, env_name: str = "OPENAI_API_KEY") -> str:
+    """The key for an endpoint: the one given, else the environment variable's; a local (loopback)
+    endpoint may go without one. Every teacher and judge option resolves its key here."""
+    key = api_key or os.environ.get(env_name)
     if key:
         return key
     host = urlparse(base_url).hostname or ""
     if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
         return "unused-local-key"
-    raise VinstructError(f"no API key: set {env_name} (or name another variable with --api-key-env) for {base_url}")
+    raise VinstructError(f"no API key for {base_url}: set {env_name}, or give the key (--judge-key, --teacher-key) "
+                         "or the variable that holds it (--api-key-env)")
 
 
 def retry_after_seconds(headers) -> float | None:
@@ -133,37 +141,37 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
-def _classify(err: Exception) -> _Retry | TeacherFailure:
+def _classify(err: Exception) -> _Retry | RequestFailure:
     """Map an SDK exception to a retry (with its reason) or a final failure; raise if fatal."""
     if isinstance(err, openai.APITimeoutError):
         return _Retry("timeout", "no response within the timeout")
     if isinstance(err, openai.APIConnectionError):
         return _Retry("connection", str(err) or "connection failed")
     if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)):
-        raise FatalTeacherError(f"{err.request.url}: HTTP {err.status_code}: {err.message}") from None
+        raise FatalEndpointError(f"{err.request.url}: HTTP {err.status_code}: {err.message}") from None
     if isinstance(err, openai.APIStatusError):
         wait = retry_after_seconds(err.response.headers)
         if err.status_code == 429:
             return _Retry("rate_limited", err.message, wait)
         if err.status_code >= 500 or err.status_code in (408, 409):
             return _Retry("server_error", f"HTTP {err.status_code}: {err.message}", wait)
-        return TeacherFailure("bad_request", f"HTTP {err.status_code}: {err.message}", 0, [])
+        return RequestFailure("bad_request", f"HTTP {err.status_code}: {err.message}", 0, [])
     if isinstance(err, (json.JSONDecodeError, openai.APIResponseValidationError, pydantic.ValidationError)):
         return _Retry("malformed", f"unreadable response body ({type(err).__name__})")
     raise err
 
 
-class TeacherClient:
+class EndpointClient:
     """One per run; `await complete(messages)` from as many coroutines as you like."""
 
-    def __init__(self, config: TeacherConfig, rng: random.Random | None = None, http_client=None, sleep=asyncio.sleep):
+    def __init__(self, config: EndpointConfig, rng: random.Random | None = None, http_client=None, sleep=asyncio.sleep):
         self.config = config
         self._sleep = sleep  # tests pass a recorder to see the delays chosen
         self.usage = Usage(price_in=config.price_in, price_out=config.price_out)
         self.limiter = RateLimiter(config.rpm, config.tpm)
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._sdk = AsyncOpenAI(base_url=config.base_url, api_key=config.api_key or resolve_api_key(config.base_url),
+        self._sdk = AsyncOpenAI(base_url=config.base_url, api_key=resolve_api_key(config.base_url, config.api_key),
                                 max_retries=0, timeout=config.timeout, http_client=http_client)
 
     async def close(self) -> None:
@@ -175,7 +183,7 @@ class TeacherClient:
     async def __aexit__(self, *exc):
         await self.close()
 
-    def _request(self, messages: list[dict], seed: int | None) -> dict:
+    def body(self, messages: list[dict], seed: int | None = None) -> dict:
         """The JSON body of a chat-completions request."""
         request = {"model": self.config.model, "messages": messages}
         if self.config.max_tokens:
@@ -187,8 +195,8 @@ class TeacherClient:
         request.update(self.config.extra_body)
         return request
 
-    def _read(self, response) -> Completion:
-        """Check a response; malformed or cut-off replies become retries."""
+    def read(self, response) -> Completion:
+        """Check a response and count its tokens; malformed or cut-off replies raise _Retry."""
         if not isinstance(response, ChatCompletion) or not response.choices:
             raise _Retry("malformed", f"response is not a chat completion ({type(response).__name__})")
         usage = response.usage
@@ -215,15 +223,18 @@ class TeacherClient:
                                                  options={"security": {"bearer_auth": True}})
             except Exception as err:  # noqa: BLE001 - sorted out by _classify, unknown errors re-raised
                 raise _classify(err) from None
-        completion = self._read(response)
+        completion = self.read(response)
         self.limiter.correct_tokens(estimate, completion.prompt_tokens + completion.completion_tokens)
         return completion
 
     async def complete(self, messages: list[dict], seed: int | None = None) -> Completion:
         """One chat completion, retried until it succeeds or the retry budget is spent."""
-        request = self._request(messages, seed)
+        return await self.send(self.body(messages, seed))
+
+    async def send(self, request: dict) -> Completion:
+        """POST a chat-completions body, retried until it succeeds or the retry budget is spent."""
         # Only a tokens/min limit needs the estimate (counting costs a regex pass over the prompt).
-        estimate = messages_tokens(messages) + (self.config.max_tokens or 0) if self.limiter.tokens else 0
+        estimate = messages_tokens(request["messages"]) + (self.config.max_tokens or 0) if self.limiter.tokens else 0
         retries: list[str] = []
         started = time.monotonic()
         for attempt in range(self.config.max_retries + 1):
@@ -236,7 +247,7 @@ class TeacherClient:
                     raise self._failure(retry.reason, retry.detail, attempt + 1, retries) from None
                 await self._sleep_before_retry(attempt, retry)
                 continue
-            except TeacherFailure as failure:
+            except RequestFailure as failure:
                 raise self._failure(failure.reason, failure.detail, attempt + 1, retries) from None
             completion.attempts, completion.retries = attempt + 1, retries
             completion.seconds = time.monotonic() - started
@@ -244,15 +255,15 @@ class TeacherClient:
             return completion
         raise AssertionError("unreachable: the loop returns on its last attempt")
 
-    def _failure(self, reason: str, detail: str, attempts: int, retries: list[str]) -> TeacherFailure:
+    def _failure(self, reason: str, detail: str, attempts: int, retries: list[str]) -> RequestFailure:
         self.usage.failed += 1
         self.usage.count(self.usage.failures, reason)
         if reason == "bad_request" and not self.usage.succeeded and self.usage.failures[reason] >= REJECTED_BEFORE_STOP:
             # Every request so far was refused as invalid (an unknown parameter, a too-long prompt template):
             # going on would only count the whole run as failures.
-            raise FatalTeacherError(f"{self.config.base_url}: the first {REJECTED_BEFORE_STOP} requests were all "
+            raise FatalEndpointError(f"{self.config.base_url}: the first {REJECTED_BEFORE_STOP} requests were all "
                                     f"rejected; the last said: {detail}")
-        return TeacherFailure(reason, detail, attempts, retries)
+        return RequestFailure(reason, detail, attempts, retries)
 
     async def _sleep_before_retry(self, attempt: int, retry: _Retry) -> None:
         if retry.retry_after is not None:

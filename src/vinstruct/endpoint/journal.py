@@ -1,6 +1,7 @@
-"""The on-disk cache of teacher replies: an append-only JSONL journal, one row per finished request.
+"""The on-disk cache of an endpoint's replies: an append-only JSONL journal, one row per finished request.
 
-A row is keyed by (model, task type, image id, index, prompt hash): a re-run, or a run
+A row is keyed by its request's stable key (the caller's: the teacher pipeline hashes model,
+task type, image id, index and prompt; a judge hashes model and messages): a re-run, or a run
 after kill -9, reuses every row and asks only for the rest. Rows reach the OS with
 every append (a killed process loses nothing written); fsync runs in batches from a
 worker thread (`sync()`), so durability against power loss costs no event-loop time.
@@ -11,7 +12,6 @@ from writing the same journal at once.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,11 +23,6 @@ try:
     import fcntl
 except ImportError:  # not on POSIX: no cross-process lock
     fcntl = None
-
-
-def request_key(model: str, task: str, image_id, index: int, prompt_hash: str) -> str:
-    blob = json.dumps([model, task, str(image_id), index, prompt_hash], ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 
 class Journal:
@@ -49,7 +44,7 @@ class Journal:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._handle.close()
-            raise VinstructError(f"{self.path}: in use by another running generate (one run per cache file)") from None
+            raise VinstructError(f"{self.path}: in use by another running process (one run per journal file)") from None
 
     def _load(self) -> None:
         data = self.path.read_bytes()
