@@ -3,6 +3,7 @@
 Modules:
   prompts    prompt files (generate/prompts/<type>/) -> chat messages
   client     async OpenAI-compatible client: concurrency, rate limits, retries, accounting
+  batch_api/ the same requests through a Batch API: files, batches, polling, results (resumable)
   journal    on-disk cache of teacher replies (resumable, duplicate-free)
   parse      teacher text -> question/answer turns
   filters    quality filters with counted reasons
