@@ -195,3 +195,64 @@ def test_lists_are_paged_as_the_sdk_expects():
         assert [b.id for b in page.data] == ids[::-1][:2] and page.has_more
         assert [b.id for b in client.batches.list(limit=2)] == ids[::-1]  # the SDK follows the pages
         assert len(client.files.list(purpose="batch").data) == 5
+
+
+CLIENT = """
+import json, sys
+from openai import OpenAI
+from vinstruct.generate.batch_api import BatchRequest, BatchRun
+url, requests_path, run_dir, out_path = sys.argv[1:]
+requests = [BatchRequest(r["custom_id"], r["body"]) for r in map(json.loads, open(requests_path))]
+run = BatchRun(OpenAI(base_url=url, api_key="unused"), run_dir, max_requests=3, poll_s=0.05, poll_max_s=0.2,
+               progress=False)
+json.dump({r.custom_id: r.content for r in run.run(requests)}, open(out_path, "w"))
+"""
+
+
+def test_a_client_killed_while_polling_reuses_its_batches_counted_from_the_teachers_log(tmp_path):
+    import subprocess
+    import sys
+
+    from eval_support import free_port
+    from serving import wait_for_http
+
+    requests = teacher_requests(6)
+    (tmp_path / "requests.jsonl").write_text("".join(json.dumps({"custom_id": r.custom_id, "body": r.body}) + "\n"
+                                                     for r in requests))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    teacher = subprocess.Popen([sys.executable, "-m", "vinstruct", "teacher", "--port", str(port), "--batch-delay", "4"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client_args = [sys.executable, "-c", CLIENT, url, str(tmp_path / "requests.jsonl"), str(tmp_path / "run"),
+                   str(tmp_path / "out.json")]
+    try:
+        wait_for_http(url + "/models", teacher)
+        first = subprocess.Popen(client_args)
+        state = tmp_path / "run" / "batch_state.json"
+        deadline = time.monotonic() + 60
+        while not (state.is_file() and [p["status"] for p in json.loads(state.read_text())["parts"]] == ["in_progress"] * 2):
+            assert first.poll() is None and time.monotonic() < deadline, "the client ended before its batches ran"
+            time.sleep(0.05)
+        first.kill()  # SIGKILL: no cleanup, no final state write
+        first.wait()
+        assert subprocess.run(client_args, timeout=120).returncode == 0
+    finally:
+        teacher.terminate()
+        log = teacher.communicate(timeout=20)[0]
+    assert len([line for line in log.splitlines() if line.startswith("batch created:")]) == 2
+    answers = json.loads((tmp_path / "out.json").read_text())
+    with batch_teacher() as (client, _):
+        assert answers == {r.custom_id: client.chat.completions.create(**r.body).choices[0].message.content
+                           for r in requests}
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--batch-expire", "first"], "--batch-expire: expected batch numbers from 1"),
+    (["--batch-fail-rows", "1.5"], "--batch-fail-rows (fail_rows) must be between 0 and 1"),
+    (["--batch-delay", "-1"], "--batch-delay (delay_s) must be at least 0"),
+])
+def test_teacher_batch_options_are_checked_before_it_serves(options, message, capsys):
+    from vinstruct.cli import main
+
+    assert main(["teacher", "--port", "0", *options]) == 1
+    assert message in capsys.readouterr().err

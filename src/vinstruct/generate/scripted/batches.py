@@ -60,15 +60,17 @@ class BatchOptions:
     state_dir: Path | None = None  # keep files and batches here across restarts (None: in memory)
 
     def __post_init__(self):
+        # messages name the `vinstruct teacher` option and the field
         for name, value in (("fail_rows", self.fail_rows), ("expire_after", self.expire_after)):
             if not 0 <= value <= 1:
-                raise VinstructError(f"batch option {name} must be between 0 and 1, got {value}")
+                raise VinstructError(f"--batch-{name.replace('_', '-')} ({name}) must be between 0 and 1, got {value}")
         if self.delay_s < 0:
-            raise VinstructError(f"batch option delay_s must be at least 0, got {self.delay_s}")
+            raise VinstructError(f"--batch-delay (delay_s) must be at least 0 seconds, got {self.delay_s}")
         if self.max_requests < 1 or self.max_bytes < 1:
-            raise VinstructError("batch limits max_requests and max_bytes must be at least 1")
+            raise VinstructError(f"--batch-max-requests and --batch-max-bytes must be at least 1, "
+                                 f"got {self.max_requests} and {self.max_bytes}")
         if any(n < 1 for n in self.expire):
-            raise VinstructError(f"batch numbers to expire start at 1, got {list(self.expire)}")
+            raise VinstructError(f"--batch-expire (expire): batch numbers start at 1, got {list(self.expire)}")
 
 
 def _draw(*parts) -> float:
