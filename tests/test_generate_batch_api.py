@@ -187,3 +187,27 @@ def test_cost_counts_answered_rows_at_the_batch_discount():
     assert (cost.answered, cost.failed, cost.online_cost, cost.cost) == (1, 1, 6.0, 3.0)
     with pytest.raises(VinstructError, match="between 0 and 1"):
         batch_cost([], discount=2)
+
+
+def test_polling_rides_out_connection_errors_and_names_a_batch_the_server_lost(tmp_path, monkeypatch):
+    import httpx
+    import openai
+
+    requests = teacher_requests(2)
+    with batch_teacher() as (client, _):
+        BatchRun(client, tmp_path / "lost", **FAST).submit(requests)  # left running on this server
+        run = BatchRun(client, tmp_path / "flaky", **FAST)
+        run.submit(requests)
+        real, failures = client.batches.retrieve, [2]
+
+        def flaky(batch_id):
+            if failures[0]:
+                failures[0] -= 1
+                raise openai.APIConnectionError(request=httpx.Request("GET", "http://127.0.0.1/"))
+            return real(batch_id)
+
+        monkeypatch.setattr(client.batches, "retrieve", flaky)
+        assert all(r.ok for r in run.run(requests)) and failures == [0]
+    with batch_teacher() as (fresh_server, _):  # a restarted server without a state directory
+        with pytest.raises(VinstructError, match="does not know batch"):
+            BatchRun(fresh_server, tmp_path / "lost", **FAST).status()

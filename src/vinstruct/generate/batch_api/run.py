@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import openai
 from tqdm import tqdm
 
 from vinstruct.errors import VinstructError
@@ -32,21 +33,24 @@ from vinstruct.generate.batch_api.results import BatchResult, read_result_file
 from vinstruct.generate.batch_api.state import STATE_NAME, Part, RunState
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
+# Errors a poll may meet over a day of waiting that say nothing about the batches: try again later.
+TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
 class BatchRun:
     def __init__(self, client, directory: str | os.PathLike, *, endpoint: str = CHAT_ENDPOINT,
                  completion_window: str = "24h", max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES,
                  poll_s: float = 5.0, poll_max_s: float = 300.0, backoff: float = 1.5, progress: bool = True,
-                 sleep: Callable[[float], None] = time.sleep):
+                 max_poll_errors: int = 20, sleep: Callable[[float], None] = time.sleep):
         """poll_s: the first wait between looks at the batches; it grows by `backoff` while nothing
-        changes, up to poll_max_s, and starts again from poll_s when rows get done."""
+        changes, up to poll_max_s, and starts again from poll_s when rows get done. Up to
+        max_poll_errors polls in a row may fail on connection, rate-limit or server errors."""
         self.client = client
         self.directory = Path(directory)
         self.endpoint, self.completion_window = endpoint, completion_window
         self.max_requests, self.max_bytes = max_requests, max_bytes
         self.poll_s, self.poll_max_s, self.backoff = poll_s, poll_max_s, backoff
-        self.progress, self.sleep = progress, sleep
+        self.progress, self.sleep, self.max_poll_errors = progress, sleep, max_poll_errors
         self.state_path = self.directory / STATE_NAME
         self.state: RunState | None = RunState.load(self.state_path)
 
@@ -131,7 +135,11 @@ class BatchRun:
         """One look at every unfinished batch (moves nothing on the server but time)."""
         for part in self._state().parts:
             if part.batch_id is not None and part.status not in TERMINAL:
-                self._note(part, self.client.batches.retrieve(part.batch_id))
+                try:
+                    self._note(part, self.client.batches.retrieve(part.batch_id))
+                except openai.NotFoundError:
+                    raise VinstructError(f"{self.state_path}: the server does not know batch {part.batch_id}; if it "
+                                         "lost it, move this directory away to submit the requests again") from None
         self._save()
         return self._state().parts
 
@@ -155,11 +163,18 @@ class BatchRun:
         parts = self._state().parts
         if any(part.batch_id is None for part in parts):
             raise VinstructError(f"{self.state_path}: some input files have no batch yet; submit first")
-        start, interval, last_done = time.monotonic(), self.poll_s, -1
+        start, interval, last_done, errors = time.monotonic(), self.poll_s, -1, 0
         bar = tqdm(total=sum(p.requests for p in parts), desc="batch", unit="req", disable=not self.progress)
         try:
             while True:
-                self.poll()
+                try:
+                    self.poll()
+                    errors = 0
+                except TRANSIENT as err:
+                    errors += 1
+                    if errors > self.max_poll_errors:
+                        raise VinstructError(f"{errors} polls in a row failed, the last with {type(err).__name__}: "
+                                             f"{err}; run again to keep waiting (state in {self.state_path})") from None
                 done = sum(self._done_rows(p) for p in parts)
                 bar.update(done - bar.n)
                 bar.set_postfix_str(summary_line(parts), refresh=False)
