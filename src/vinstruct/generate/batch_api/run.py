@@ -235,9 +235,10 @@ class BatchRun:
                             yield result
             if len(seen) < part.requests:
                 reason = (part.errors or [{}])[0].get("message") or f"the batch ended {part.status} without this row"
+                error = {"code": f"batch_{part.status}", "message": reason}
                 for request in read_request_file(self.directory / part.path):
                     if request.custom_id not in seen:
-                        yield BatchResult(request.custom_id, None, None, {"code": f"batch_{part.status}", "message": reason})
+                        yield BatchResult(request.custom_id, None, None, error)
 
     def requests(self) -> Iterator[BatchRequest]:
         """The run's requests, read back from its input files."""

@@ -156,7 +156,8 @@ class BatchStore:
     def _step(self, job: BatchJob, now: float) -> None:
         b = job.batch
         if b["status"] == "validating":
-            requests, problems = check_input(self.files.content(b["input_file_id"]), b["endpoint"], self.options.max_requests)
+            content = self.files.content(b["input_file_id"])
+            requests, problems = check_input(content, b["endpoint"], self.options.max_requests)
             if problems:
                 b.update(status="failed", failed_at=int(now), errors={"object": "list", "data": problems})
                 return
@@ -199,7 +200,8 @@ class BatchStore:
         self._count(job)
 
     def _run(self, job: BatchJob, request: InputRequest) -> dict:
-        row_id, request_id = f"batch_req_{_hex(job.batch['id'], request.custom_id)}", f"req_{_hex('r', job.batch['id'], request.custom_id)}"
+        batch_id = job.batch["id"]
+        row_id, request_id = f"batch_req_{_hex(batch_id, request.custom_id)}", f"req_{_hex('r', batch_id, request.custom_id)}"
         if _draw(self.options.seed, job.number, request.custom_id) < self.options.fail_rows:
             status, body = 500, {"error": {"message": "the server had an error processing this request (injected)",
                                            "type": "server_error", "code": 500}}
