@@ -8,8 +8,8 @@ import pytest
 from batch_support import batch_teacher, teacher_requests
 
 from vinstruct.errors import VinstructError
-from vinstruct.generate.batch_api import (BatchResult, BatchRun, batch_cost, format_status, run_in_rounds, split_lines,
-                                          write_request_files)
+from vinstruct.generate.batch_api import (BatchResult, BatchRun, batch_cost, format_status, round_runs, run_in_rounds,
+                                          split_lines, write_request_files)
 from vinstruct.generate.batch_api.requests import BatchRequest, request_line
 
 FAST = {"poll_s": 0.01, "poll_max_s": 0.05, "progress": False}
@@ -135,6 +135,8 @@ def test_failed_and_expired_rows_are_answered_in_later_rounds_and_a_rerun_sends_
         submitted = len(created)
         rerun = list(run_in_rounds(client, requests, tmp_path, retries=3, max_requests=4, **FAST))
         assert len(created) == submitted and sorted(r.custom_id for r in rerun) == sorted(r.custom_id for r in results)
+        statuses = [s["status"] for run in round_runs(client, tmp_path, **FAST) for s in run.status()]
+        assert len(statuses) == submitted and statuses[0] == "expired" and set(statuses[1:]) == {"completed"}
 
 
 def test_unanswered_rows_come_back_as_errors_after_the_last_round(tmp_path):

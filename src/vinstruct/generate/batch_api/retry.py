@@ -15,6 +15,7 @@ from pathlib import Path
 from vinstruct.generate.batch_api.requests import BatchRequest
 from vinstruct.generate.batch_api.results import BatchResult
 from vinstruct.generate.batch_api.run import BatchRun
+from vinstruct.generate.batch_api.state import STATE_NAME
 
 
 def worth_retrying(result: BatchResult) -> bool:
@@ -44,3 +45,13 @@ def run_in_rounds(client, requests: Iterable[BatchRequest], directory: str | os.
         retry = [request for request in run.requests() if request.custom_id in again]
         run = BatchRun(client, directory / f"round-{round_number + 1}", **options)
         results = run.run(retry, timeout_s)
+
+
+def round_runs(client, directory: str | os.PathLike, **options) -> list[BatchRun]:
+    """The BatchRuns of the rounds started so far under `directory` (for status and cancel)."""
+    directory = Path(directory)
+    runs, number = [], 0
+    while (directory / f"round-{number}" / STATE_NAME).is_file():
+        runs.append(BatchRun(client, directory / f"round-{number}", **options))
+        number += 1
+    return runs
