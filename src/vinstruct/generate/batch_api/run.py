@@ -132,7 +132,7 @@ class BatchRun:
 
     # ---- phase 4: polling -------------------------------------------------------------------------
     def poll(self) -> list[Part]:
-        """One look at every unfinished batch (moves nothing on the server but time)."""
+        """One look at every unfinished batch; what it sees goes to the state file."""
         for part in self._state().parts:
             if part.batch_id is not None and part.status not in TERMINAL:
                 try:
