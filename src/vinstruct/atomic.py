@@ -40,6 +40,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         os.fsync(handle.fileno())
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path`, synced to disk before the rename."""
+    with atomic_file(path) as tmp, tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 class AtomicDirectory:
     """A directory written at `.path` and moved onto `destination` by commit().
 

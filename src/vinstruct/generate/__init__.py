@@ -3,6 +3,7 @@
 Modules:
   prompts    prompt files (generate/prompts/<type>/) -> chat messages
   (the endpoint client and its journal: vinstruct.endpoint)
+  batch_api/ the same requests through a Batch API: files, batches, polling, results (resumable)
   parse      teacher text -> question/answer turns
   filters    quality filters with counted reasons
   samples    caption expansion and LLaVA samples

@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse, Response
 
 from vinstruct.endpoint.usage import estimate_tokens, message_text, messages_tokens
 from vinstruct.generate.faults import FaultPlan
+from vinstruct.generate.scripted.batch_routes import add_batch_routes
+from vinstruct.generate.scripted.batches import BatchOptions
 
 Responder = Callable[[list[dict], random.Random], "str | None"]
 DEFAULT_MODEL_NAME = "vinstruct-scripted"
@@ -40,8 +42,12 @@ def request_rng(seed: int, body: dict) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
 
 
+def _error_body(status: int, message: str, kind: str = "invalid_request_error") -> dict:
+    return {"error": {"message": message, "type": kind, "code": status}}
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status, headers=headers)
+    return JSONResponse(_error_body(status, message, kind), status_code=status, headers=headers)
 
 
 def _truncate(text: str, max_tokens: int) -> str:
@@ -104,14 +110,34 @@ async def _fault_response(plan: FaultPlan, kind: str | None) -> Response | None:
 
 
 def create_app(responders: list[Responder] | None = None, seed: int = 0, model_name: str = DEFAULT_MODEL_NAME,
-               faults: FaultPlan | None = None) -> FastAPI:
-    """The server app. responders: tried in order (default: the scripted teacher)."""
+               faults: FaultPlan | None = None, batch: BatchOptions | None = None) -> FastAPI:
+    """The server app. responders: tried in order (default: the scripted teacher).
+
+    batch: the Batch API's limits, faults and state directory (scripted/batches.py); the online
+    faults (`faults`) never touch batch rows.
+    """
     responders = list(responders) if responders is not None else default_responders()
     app = FastAPI(title="vinstruct scripted teacher", docs_url=None, redoc_url=None)
     app.state.faults = faults or FaultPlan()
     app.state.requests = 0
     app.state.in_flight = 0
     app.state.max_in_flight = 0  # the most requests handled at once (tests check client concurrency with it)
+
+    def answer(body) -> tuple[int, dict]:
+        """(HTTP status, JSON body) for one chat-completions request; the online and batch paths share it."""
+        problem = _validate(body)
+        if problem:
+            return 400, _error_body(400, problem)
+        messages = [{"role": m["role"], "content": message_text(m)} for m in body["messages"]]
+        rng = request_rng(seed, body)
+        reply = next((r for r in (responder(messages, rng) for responder in responders) if r is not None), None)
+        if reply is None:
+            return 400, _error_body(400, "no responder recognised this request (the scripted teacher knows the task "
+                                         "from the system message: see generate/prompts/README.txt)")
+        return 200, _completion(body, model_name, reply)
+
+    app.state.answer = answer
+    add_batch_routes(app, answer, batch or BatchOptions())
 
     @app.get("/v1/models")
     async def models():
@@ -142,13 +168,9 @@ def create_app(responders: list[Responder] | None = None, seed: int = 0, model_n
         replaced = await _fault_response(plan, kind)
         if replaced is not None:
             return replaced
-        messages = [{"role": m["role"], "content": message_text(m)} for m in body["messages"]]
-        rng = request_rng(seed, body)
-        reply = next((r for r in (responder(messages, rng) for responder in responders) if r is not None), None)
-        if reply is None:
-            return _error(400, "no responder recognised this request (the scripted teacher knows the task from the "
-                               "system message: see generate/prompts/README.txt)")
-        completion = _completion(body, model_name, reply)
+        status, completion = answer(body)
+        if status != 200:
+            return JSONResponse(completion, status_code=status)
         if kind == "truncated":
             content = completion["choices"][0]["message"]["content"]
             completion["choices"][0]["message"]["content"] = content[: len(content) // 2]
