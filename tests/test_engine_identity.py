@@ -128,3 +128,16 @@ def test_streamed_text_is_the_final_text_in_pieces(tiny_model, color_images):
         handle = engine.submit(ids, pixels, SamplingParams(max_new_tokens=30))
         assert "".join(handle) == out.text
         done.set()
+
+
+def test_the_server_uses_every_available_cpu_by_default_and_says_so(tiny_checkpoint):
+    from vinstruct.serve.assistant import Assistant, available_cpus
+
+    before = torch.get_num_threads()
+    try:
+        with Assistant.load(tiny_checkpoint, max_batch_size=4, kv_tokens=4096) as assistant:
+            assert torch.get_num_threads() == available_cpus()
+            line = assistant.describe()
+        assert f"{available_cpus()} CPU threads" in line and "4 sequences" in line and "4096 token slots" in line
+    finally:
+        torch.set_num_threads(before)
