@@ -35,9 +35,14 @@ CACHE = ROOT / "benchmarks" / ".cache"
 
 
 def demo_llm() -> Path:
-    """SmolLM2-135M-Instruct as a transformers directory (written once, then reused)."""
+    """SmolLM2-135M-Instruct as a transformers directory (written once, then reused; the environment
+    variable VINSTRUCT_BENCH_LM may name one `vinstruct base-lm` wrote before)."""
+    import os
+
     from vinstruct.cli import main
 
+    if os.environ.get("VINSTRUCT_BENCH_LM"):
+        return Path(os.environ["VINSTRUCT_BENCH_LM"])
     out = CACHE / "smollm2-135m-instruct"
     if not (out / "config.json").exists():
         CACHE.mkdir(parents=True, exist_ok=True)
