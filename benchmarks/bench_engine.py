@@ -135,6 +135,7 @@ def measure(size: str, args, tmp: Path) -> list[str]:
             lines.append(f"| {str(dtype).removeprefix('torch.')} | {batch} | {row['ours']:.1f} | "
                          f"{row['theirs']:.1f} | **{row['ours'] / row['theirs']:.2f}x** | "
                          f"{'yes' if row['same'] else 'NO'} |")
+            print(lines[-1], flush=True)
     return lines + [""]
 
 
