@@ -35,7 +35,7 @@ class KVBudgetError(VinstructError):
     """A request needs more key/value memory than the engine may ever hold."""
 
 
-@dataclass
+@dataclass(eq=False)  # rows are found by identity: two sequences with equal fields are still two
 class Sequence:
     """One prompt being continued: its ids, sampling, streamed text and place in the cache."""
 
@@ -196,21 +196,19 @@ class Decoder:
     # ---- leaving --------------------------------------------------------------------------------
     def kv(self, seq: Sequence) -> LayerKV:
         """A copy of a running sequence's keys/values ([1, heads, tokens fed, dim] per layer)."""
-        return self.cache.read_row(self.rows.index(seq), len(seq.fed))
+        return self.cache.read_row(next(i for i, s in enumerate(self.rows) if s is seq), len(seq.fed))
 
     def remove(self, leaving: list[Sequence]) -> None:
         """Take sequences out of the batch; the last rows move into the freed slots (rows stay contiguous)."""
-        gone = {id(s) for s in leaving}
         for seq in leaving:
-            if id(seq) not in {id(s) for s in self.rows}:
+            slot = next((i for i, s in enumerate(self.rows) if s is seq), None)
+            if slot is None:
                 continue
-            slot = next(i for i, s in enumerate(self.rows) if s is seq)
             last = len(self.rows) - 1
             if slot != last:
                 self.cache.move_row(last, slot, len(self.rows[last].fed))
                 self.rows[slot] = self.rows[last]
             self.rows.pop()
-        assert not any(id(s) in gone for s in self.rows)
 
     def clear(self) -> None:
         """Drop every sequence (after a failed forward pass the cache may be half-written)."""
