@@ -1,18 +1,21 @@
-"""Serving benchmark: batched vs one-at-a-time engine behind the real HTTP API, and prefix reuse.
+"""Serving benchmark: continuous batching vs one request at a time behind the real HTTP API, prefix reuse,
+memory over many requests.
 
-1. Throughput: 8 concurrent openai-SDK clients ask for chat completions (an
+1. Throughput: 8 and 32 concurrent openai-SDK clients ask for chat completions (an
    image and a question each; plain, then streamed for time to first token)
-   from the API server on 127.0.0.1, running in its own process. The same server runs with the batching engine
-   (max_batch_size=8) and with max_batch_size=1 (one request at a time),
-   alternating, several rounds; medians are reported, with the server's CPU
-   time (robust to other load on a shared machine).
+   from the API server on 127.0.0.1, running in its own process. The same server runs with
+   max_batch_size = the number of clients and with max_batch_size=1 (one request at a time),
+   alternating; medians are reported, with the server's CPU time (robust to other load on a
+   shared machine).
 2. Prefix reuse: a conversation about an image runs three turns; the time to
    first token of the 4th turn is measured with the prefix cache on and off
    (off: the image and the earlier turns are recomputed).
+3. Memory: the server's RSS after 50 and after 500 mixed requests (plain, streamed, cancelled
+   mid-stream, with and without images).
 
-Both run on two random-weight models: the embedded demo's shape and a wider
-one where the model's arithmetic, not Python overhead, dominates.
-Writes docs/results/serve.md. Usage: python benchmarks/bench_serve.py [--quick]
+Two sizes: the demo's real model (SmolLM2-135M-Instruct behind a CLIP tower of the demo's
+shape, see bench_engine.py) and the tiny 2 x 128 Llama of the embedded default.
+Writes docs/results/serve.md. Usage: python benchmarks/bench_serve.py [--quick] [--sizes demo,tiny]
 """
 
 from __future__ import annotations
@@ -42,21 +45,27 @@ from vinstruct.model.io import save_model  # noqa: E402
 from vinstruct.model.random_parts import PartSizes, make_random_parts  # noqa: E402
 from vinstruct.serve.images import image_data_url  # noqa: E402
 
-VISION = dict(image_size=64, patch_size=8, vision_hidden=128, vision_layers=4, vision_heads=4, vocab_size=400,
-              max_positions=2048)
-MODELS = {
-    "demo-size (Llama 2x128)": PartSizes(llm_hidden=128, llm_layers=2, llm_heads=4, llm_kv_heads=4,
-                                         llm_intermediate=512, **VISION),
-    "wider (Llama 4x384)": PartSizes(llm_hidden=384, llm_layers=4, llm_heads=6, llm_kv_heads=6,
-                                     llm_intermediate=1536, **VISION),
+from bench_engine import DEMO_VISION, demo_llm  # noqa: E402
+
+SIZES = {
+    "demo": "demo size: SmolLM2-135M-Instruct + CLIP 4x128 (64 image tokens)",
+    "tiny": "tiny: Llama 2x128 + CLIP 4x128 (64 image tokens)",
 }
-CLIENTS, MAX_TOKENS, TURN_TOKENS = 8, 128, 48
+CLIENT_COUNTS, MAX_TOKENS, TURN_TOKENS = (8, 32), 64, 48
 
 
-def make_checkpoint(directory: Path, sizes: PartSizes) -> Path:
-    vision, llm = make_random_parts(directory / "parts", sizes, seed=0)
+def make_checkpoint(directory: Path, size: str) -> Path:
+    if size == "demo":
+        vision, _ = make_random_parts(directory / "parts", PartSizes(**DEMO_VISION), seed=0)
+        llm, template = demo_llm(), "chatml"
+    else:
+        vision, llm = make_random_parts(directory / "parts", PartSizes(
+            llm_hidden=128, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_intermediate=512, vocab_size=400,
+            max_positions=2048, **DEMO_VISION), seed=0)
+        template = "vicuna_v1"
     torch.manual_seed(0)
-    return save_model(build_model(str(vision), str(llm), model_max_length=2048), directory / "model")
+    return save_model(build_model(str(vision), str(llm), template=template, model_max_length=2048),
+                      directory / "model")
 
 
 def make_images(directory: Path, n: int) -> list[str]:
@@ -152,31 +161,35 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def throughput_round(checkpoint, batch_size: int, per_client: int, images, threads: int, stream: bool) -> dict:
+def throughput_round(checkpoint, batch_size: int, clients: int, per_client: int, images, threads: int,
+                     stream: bool) -> dict:
     ask = stream_once if stream else complete_once
     with server(checkpoint, batch_size, 8192, threads) as (url, pid):
         def client_run(k):
             client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
-            return [ask(client, question(images[(k + r) % len(images)],
-                                         f"client {k} question {r}: what is in the picture?"), MAX_TOKENS)
-                    for r in range(per_client)]
+            asked = [k * per_client + r for r in range(per_client)]  # question i is the same in every mode
+            return [(i, ask(client, question(images[i % len(images)], f"question {i}: what is in the picture?"),
+                            MAX_TOKENS)) for i in asked]
 
         # A long-running server has the system prompt cached; start from that state in both modes.
         stream_once(openai.OpenAI(base_url=url + "/v1", api_key="none"), question(images[0], "warm up"), 4)
         cpu_before, start = cpu_seconds(pid), time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
-            results = [r for rs in pool.map(client_run, range(CLIENTS)) for r in rs]
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            asked = [r for rs in pool.map(client_run, range(clients)) for r in rs]
         wall, cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu_before
+    results = [r for _, r in asked]
     tokens = sum(r[3].completion_tokens for r in results)
     latencies, ttfts = [r[0] for r in results], [r[1] for r in results]
     return {"tok_s": tokens / wall, "tok_cpu_s": tokens / cpu, "p50": percentile(latencies, 0.5),
             "p95": percentile(latencies, 0.95), "ttft50": percentile(ttfts, 0.5),
-            "ttft95": percentile(ttfts, 0.95), "texts": sorted(r[2] for r in results)}
+            "ttft95": percentile(ttfts, 0.95), "texts": {i: r[2] for i, r in asked},
+            "agree": all(len({r[2] for j, r in asked if j == i}) == 1 for i, _ in asked)}
 
 
 def median_of(rounds: list[dict]) -> dict:
-    keys = [k for k in rounds[0] if k != "texts"]
-    return {k: statistics.median(r[k] for r in rounds) for k in keys} | {"texts": rounds[0]["texts"]}
+    keys = [k for k in rounds[0] if k not in ("texts", "agree")]
+    return {k: statistics.median(r[k] for r in rounds) for k in keys} | {
+        "texts": rounds[0]["texts"], "agree": all(r["agree"] for r in rounds)}
 
 
 def fourth_turn_ttft(checkpoint, prefix_cache_tokens: int, trials: int, images, threads: int):
@@ -197,58 +210,113 @@ def fourth_turn_ttft(checkpoint, prefix_cache_tokens: int, trials: int, images, 
     return statistics.median(times), cached, prompt_tokens
 
 
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def mixed_requests(url: str, images, first: int, count: int, clients: int = 8) -> None:
+    """`count` requests of four kinds in turn: plain with an image, streamed with an image, streamed and
+    cancelled after the first chunk, text only."""
+    def one(k):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+        kind = k % 4
+        if kind == 3:
+            client.chat.completions.create(model="bench", messages=[{"role": "user", "content": f"hello {k}"}],
+                                           max_tokens=16, temperature=0)
+            return
+        messages = question(images[k % len(images)], f"request {k}: what is in the picture?")
+        if kind == 0:
+            client.chat.completions.create(model="bench", messages=messages, max_tokens=16, temperature=0)
+            return
+        stream = client.chat.completions.create(model="bench", messages=messages, max_tokens=16 if kind == 1 else 200,
+                                                temperature=0, stream=True)
+        for _ in stream:
+            if kind == 2:
+                stream.close()  # the client goes away mid-reply: the server cancels the request
+                break
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(first, first + count)))
+
+
+def memory_growth(checkpoint, images, threads: int, total: int) -> tuple[int, int]:
+    """Server RSS (bytes) after the first 50 mixed requests and after `total`."""
+    with server(checkpoint, 8, 8192, threads) as (url, pid):
+        mixed_requests(url, images, 0, 50)
+        after_50 = rss_bytes(pid)
+        mixed_requests(url, images, 50, total - 50)
+        return after_50, rss_bytes(pid)
+
+
 # ---- report --------------------------------------------------------------------------------------------
-def measure(name: str, sizes: PartSizes, args, tmp: Path) -> list[str]:
-    checkpoint = make_checkpoint(tmp / name.split()[0], sizes)
+def measure(size: str, args, tmp: Path) -> list[str]:
+    name = SIZES[size]
+    checkpoint = make_checkpoint(tmp / size, size)
     images = make_images(tmp, 8)
-    rounds = {(batch, stream): [] for batch in (8, 1) for stream in (False, True)}
+    modes = [(1, 8)] + [(n, n) for n in CLIENT_COUNTS]  # (max_batch_size, clients)
+    rounds = {(mode, stream): [] for mode in modes for stream in (False, True)}
     for round_index in range(args.rounds):
-        for batch in (8, 1) if round_index % 2 == 0 else (1, 8):
+        for mode in modes if round_index % 2 == 0 else modes[::-1]:
             for stream in (False, True):
-                print(f"{name}: max_batch_size={batch}, stream={stream}, round {round_index + 1}", flush=True)
-                rounds[batch, stream].append(
-                    throughput_round(checkpoint, batch, args.per_client, images, args.threads, stream))
-    batched, serial = median_of(rounds[8, False]), median_of(rounds[1, False])
-    batched_stream, serial_stream = median_of(rounds[8, True]), median_of(rounds[1, True])
+                print(f"{name}: max_batch_size={mode[0]}, {mode[1]} clients, stream={stream}, "
+                      f"round {round_index + 1}", flush=True)
+                rounds[mode, stream].append(throughput_round(checkpoint, mode[0], mode[1], args.per_client, images,
+                                                             args.threads, stream))
+    result = {key: median_of(value) for key, value in rounds.items()}
+    serial, serial_stream = result[(1, 8), False], result[(1, 8), True]
     print(f"{name}: 4th-turn time to first token", flush=True)
     reuse, cached, prompt_tokens = fourth_turn_ttft(checkpoint, 1 << 16, args.trials, images, args.threads)
     recompute, _, _ = fourth_turn_ttft(checkpoint, 0, args.trials, images, args.threads)
     lines = [
         f"### {name}",
         "",
-        f"Throughput: {CLIENTS} concurrent clients x {args.per_client} requests x {MAX_TOKENS} tokens, plain "
-        f"and streamed, median of {args.rounds} rounds:",
+        f"Throughput: concurrent clients x {args.per_client} request(s) each x {MAX_TOKENS} tokens, plain "
+        f"and streamed, median of {args.rounds} round(s):",
         "",
-        "| engine | tokens/s | tokens per server CPU-s | latency p50 (s) | latency p95 (s) "
-        "| streamed tokens/s | TTFT p50 (s) | TTFT p95 (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine | clients | tokens/s | tokens per server CPU-s | latency p50 (s) | latency p95 (s) "
+        "| streamed tokens/s | TTFT p50 (s) | TTFT p95 (s) | tokens/s vs one at a time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, r, rs in (("batched (max_batch_size=8)", batched, batched_stream),
-                         ("one at a time (max_batch_size=1)", serial, serial_stream)):
-        lines.append(f"| {label} | {r['tok_s']:.0f} | {r['tok_cpu_s']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} | "
-                     f"{rs['tok_s']:.0f} | {rs['ttft50']:.2f} | {rs['ttft95']:.2f} |")
-    same = batched["texts"] == serial["texts"] == batched_stream["texts"] == serial_stream["texts"]
+    for mode in modes:
+        r, rs = result[mode, False], result[mode, True]
+        label = "one at a time (max_batch_size=1)" if mode[0] == 1 else f"continuous batching (max_batch_size={mode[0]})"
+        lines.append(f"| {label} | {mode[1]} | {r['tok_s']:.1f} | {r['tok_cpu_s']:.1f} | {r['p50']:.2f} | "
+                     f"{r['p95']:.2f} | {rs['tok_s']:.1f} | {rs['ttft50']:.2f} | {rs['ttft95']:.2f} | "
+                     f"**{r['tok_s'] / serial['tok_s']:.1f}x** |")
+    # The same question (same image, same text) must get the same greedy answer in every mode and round.
+    same = all(r["agree"] and all(serial["texts"].get(i, text) == text for i, text in r["texts"].items())
+               for r in result.values())
     lines += [
         "",
-        f"Batched / one at a time: **{batched['tok_s'] / serial['tok_s']:.1f}x** tokens/s "
-        f"({batched['tok_cpu_s'] / serial['tok_cpu_s']:.1f}x per server CPU-second; streamed "
-        f"{batched_stream['tok_s'] / serial_stream['tok_s']:.1f}x); goal >= 4x. "
-        f"Same answers in every mode: {'yes' if same else 'NO'}.",
+        f"Goals: 8 clients >= 4x, 32 clients >= 6x one at a time. Same answers in every mode: "
+        f"{'yes' if same else 'NO'}.",
         "",
         f"4th turn of a conversation about an image (prompt {prompt_tokens} tokens, {cached} of them reused), "
         f"median time to first token over {args.trials} conversations: prefix reuse **{reuse * 1000:.0f} ms**, "
         f"recompute {recompute * 1000:.0f} ms: **{recompute / reuse:.1f}x** faster (goal >= 2x).",
         "",
     ]
+    if size in args.memory_sizes:
+        print(f"{name}: memory over {args.memory_requests} mixed requests", flush=True)
+        after_50, after_all = memory_growth(checkpoint, images, args.threads, args.memory_requests)
+        lines += [f"Server RSS after 50 mixed requests (plain, streamed, cancelled mid-stream, text only; 8 clients): "
+                  f"{after_50 / 2**20:.0f} MiB; after {args.memory_requests}: {after_all / 2**20:.0f} MiB "
+                  f"(**{(after_all / after_50 - 1) * 100:+.1f} %**, goal within 5 %).", ""]
     return lines
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, fewer requests (a smoke run)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in the server (default: %(default)s)")
+    parser.add_argument("--sizes", default="demo,tiny", help="comma-separated: demo, tiny (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="torch threads in the server (default: every CPU, as `vinstruct serve`)")
     args = parser.parse_args(argv)
-    args.rounds, args.per_client, args.trials = (1, 1, 2) if args.quick else (3, 2, 5)
+    args.rounds, args.per_client, args.trials = (1, 1, 2) if args.quick else (1, 2, 3)
+    args.memory_sizes, args.memory_requests = {"tiny"}, 200 if args.quick else 500
     torch.set_num_threads(args.threads)
     lines = [
         "## Serving (`benchmarks/bench_serve.py`)",
@@ -257,13 +325,14 @@ def main(argv: list[str]) -> int:
         f"server in its own process with {args.threads} torch thread(s), clients (openai SDK) in "
         "another, over HTTP on 127.0.0.1. Streamed throughput also pays the clients' per-chunk parsing, which "
         "competes with the server for the same two CPUs. The machine is shared with other jobs, so wall-clock numbers are "
-        "noisy; tokens per server CPU-second are not. Random-weight models, fp32, greedy, EOS ignored (every "
-        f"reply is exactly {MAX_TOKENS} tokens); vision: CLIP-style ViT 4x128 on 64x64 images (64 image tokens).",
+        "noisy; tokens per server CPU-second are less so. fp32, greedy, EOS ignored (every "
+        f"reply is exactly {MAX_TOKENS} tokens); vision: random CLIP-style ViT 4x128 on 64x64 images (64 image "
+        "tokens), random projector.",
         "",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, sizes in MODELS.items():
-            lines += measure(name, sizes, args, Path(tmp))
+        for size in args.sizes.split(","):
+            lines += measure(size.strip(), args, Path(tmp))
     report = "\n".join(lines)
     print(report)
     out = ROOT / "docs" / "results" / "serve.md"

@@ -246,7 +246,7 @@ def test_when_newcomers_prefilled_together_fail_only_the_one_at_fault_fails(tiny
 
 
 def test_a_request_whose_sampling_fails_mid_reply_leaves_and_the_others_finish(tiny_model, color_images, monkeypatch):
-    import vinstruct.serve.engine as engine_module
+    import vinstruct.model.decoding as engine_module
 
     model = tiny_model.eval()
     requests = _prompts(model, color_images)[:3]

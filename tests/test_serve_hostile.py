@@ -16,7 +16,7 @@ import schemathesis
 from PIL import Image
 from serving import peak_rss_growth, thread_server, vinstruct_process
 
-import vinstruct.serve.engine as engine_module
+import vinstruct.model.decoding as engine_module
 from vinstruct.serve.api import create_app
 from vinstruct.serve.assistant import Assistant
 from vinstruct.serve.engine import Engine

@@ -13,8 +13,11 @@ def add_engine_options(parser) -> None:
     group.add_argument("--prefix-cache-tokens", type=int, default=8192, metavar="N",
                        help="tokens of finished conversations kept to reuse on their next turn; 0 turns reuse "
                             "off (default: %(default)s)")
+    group.add_argument("--kv-tokens", type=int, default=None, metavar="N",
+                       help="key/value cache budget in token slots (rows x longest request); requests that do "
+                            "not fit wait, one that never could is refused (default: max batch x context)")
     group.add_argument("--threads", type=int, default=None, metavar="N",
-                       help="CPU threads for torch (default: torch's choice)")
+                       help="CPU threads for torch (default: every CPU this process may use)")
 
 
 def add_sampling_options(parser, temperature: float = 0.2) -> None:
@@ -48,5 +51,10 @@ def assistant_from_args(args, name: str | None = None):
         raise VinstructError(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
     if args.prefix_cache_tokens < 0:
         raise VinstructError(f"--prefix-cache-tokens must be >= 0, got {args.prefix_cache_tokens}")
+    if args.threads is not None and args.threads < 1:
+        raise VinstructError(f"--threads must be at least 1, got {args.threads}")
+    if args.kv_tokens is not None and args.kv_tokens < 1:
+        raise VinstructError(f"--kv-tokens must be at least 1, got {args.kv_tokens}")
     return Assistant.load(args.model, max_batch_size=args.max_batch_size,
-                          prefix_cache_tokens=args.prefix_cache_tokens, threads=args.threads, name=name)
+                          prefix_cache_tokens=args.prefix_cache_tokens, threads=args.threads, name=name,
+                          kv_tokens=args.kv_tokens)

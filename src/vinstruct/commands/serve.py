@@ -98,5 +98,6 @@ def run(args) -> int:
     with assistant_from_args(args, name=args.model_name) as assistant:
         app = create_app(assistant, settings)
         run_server(app, args.host, args.port, args.log_level,
-                   banner=lambda url: print(f"vinstruct serve: model {assistant.name!r} at {url}/v1", flush=True))
+                   banner=lambda url: print(f"vinstruct serve: model {assistant.name!r} at {url}/v1\n"
+                                            f"vinstruct serve: {assistant.describe()}", flush=True))
     return 0

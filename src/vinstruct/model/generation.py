@@ -1,208 +1,55 @@
-"""Batched autoregressive generation with a KV cache, for LlavaModel.
+"""`generate()`, a thin wrapper over the engine in `decoding.py` (sampling and the stopping rule: `sampling.py`).
 
-Prompts are token-id lists (image tokens already expanded), left-padded into one
-batch; images are encoded once in the prefill step. Each row has its own
-sampling parameters, stop strings and streaming callback output, so the serving
-engine can batch unrelated requests.
+Prompts are token-id lists (image tokens already expanded); images are encoded
+once when a prompt is prefilled. Each row has its own sampling parameters, stop
+strings and streaming callback output, so the serving engine can batch unrelated
+requests through the same code.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
-from transformers import DynamicCache
 
-from vinstruct.errors import VinstructError
-from vinstruct.model.positions import positions_from_mask
-
-# Below this temperature a row is decoded greedily. Dividing logits by a smaller number overflows float32
-# (1e-45 is a subnormal, 1e-46 rounds to 0), and at 1e-5 a logit gap of 1e-4 already weighs e^-10: the
-# distribution is a point mass for every difference float32 logits can express.
-MIN_TEMPERATURE = 1e-5
-
-
-@dataclass
-class SamplingParams:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # below MIN_TEMPERATURE (0 included) = greedy
-    top_p: float = 1.0  # 0 keeps only the most likely token
-    stop: Sequence[str] = field(default_factory=tuple)
-    seed: int | None = None
-
-    def check(self) -> None:
-        """Raise a VinstructError naming the field whose value is out of range (or not a number)."""
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
-                or self.max_new_tokens < 1:
-            raise VinstructError(f"max_new_tokens must be an integer of at least 1, got {self.max_new_tokens!r}")
-        if not _finite_number(self.temperature) or self.temperature < 0:
-            raise VinstructError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not _finite_number(self.top_p) or not 0 <= self.top_p <= 1:
-            raise VinstructError(f"top_p must be a number between 0 and 1, got {self.top_p!r}")
-        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
-            raise VinstructError(f"stop must be a list of non-empty strings, got {self.stop!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not -(2**63) <= self.seed < 2**64):
-            raise VinstructError(f"seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature < MIN_TEMPERATURE
+from vinstruct.model.decoding import Decoder, Sequence as Row
+from vinstruct.model.sampling import (  # noqa: F401  (the sampling names are used from here too)
+    Generation,
+    MIN_TEMPERATURE,
+    RowState,
+    SamplingParams,
+    TokenCallback,
+    accepts_logits_to_keep,
+    choose_tokens,
+    default_eos_ids,
+    filter_top_p,
+    left_pad,
+    sample_token,
+    sampling_probs,
+    seeded_generator,
+)
 
 
-def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass
-class Generation:
-    token_ids: list[int]
-    text: str
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
-    prompt_tokens: int
-
-
-# on_token(row, text_delta): called as text becomes final for a row (streaming).
-TokenCallback = Callable[[int, str], None]
-
-
-def filter_top_p(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Zero out tokens outside the smallest set whose mass reaches top_p (per row).
-
-    The most likely token always stays, so a top_p of 0 (or one too small for float32) still leaves a
-    distribution to sample from instead of all zeros.
-    """
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    mass_before = sorted_probs.cumsum(-1) - sorted_probs
-    outside = mass_before >= top_p.unsqueeze(-1)
-    outside[..., 0] = False
-    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-
-
-def sampling_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """One row's distribution: softmax(logits / temperature), cut to the top-p nucleus (not renormalised).
-
-    The logits are shifted so that their maximum is 0 before dividing: every scaled value is then <= 0,
-    so no finite temperature can overflow, and the most likely token keeps probability >= 1/vocab.
-    """
-    logits = logits.float()
-    probs = torch.softmax((logits - logits.max()) / temperature, dim=-1)
-    if not bool(torch.isfinite(probs).all()):
-        raise FloatingPointError("the model produced non-finite logits (NaN or infinity)")
-    if top_p < 1.0:
-        probs = filter_top_p(probs.unsqueeze(0), torch.tensor([top_p], dtype=probs.dtype)).squeeze(0)
-    return probs
-
-
-def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """One row's next token from its logits ([vocab]): greedy or temperature/top-p sampling."""
-    if params.greedy:
-        return int(logits.argmax())
-    probs = sampling_probs(logits, params.temperature, params.top_p)
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-def choose_tokens(
-    logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
-) -> torch.Tensor:
-    """Greedy for rows with temperature below MIN_TEMPERATURE, temperature/top-p sampling for the others."""
-    chosen = logits.argmax(dim=-1)
-    for row, p in enumerate(params):
-        if not p.greedy:
-            chosen[row] = sample_token(logits[row], p, generators[row])
-    return chosen
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        if prompt:
-            ids[row, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
-            mask[row, width - len(prompt):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def default_eos_ids(tokenizer) -> list[int]:
-    """The ids that end a reply when the caller names none: the tokenizer's EOS, if any."""
-    if tokenizer is None or tokenizer.eos_token_id is None:
-        return []
-    return [tokenizer.eos_token_id]
-
-
-def seeded_generator(seed: int | None, device) -> torch.Generator | None:
-    """A private random stream for one row (None: the global one), so seeded rows reproduce in any batch."""
-    if seed is None:
-        return None
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return generator
-
-
-def accepts_logits_to_keep(llm) -> bool:
-    return "logits_to_keep" in inspect.signature(llm.forward).parameters
-
-
-class RowState:
-    """Decoded text, stop-string detection and streaming hold-back for one row."""
-
-    def __init__(self, tokenizer, params: SamplingParams, eos_ids: set[int]):
-        self.tokenizer = tokenizer
-        self.params = params
-        self.eos_ids = eos_ids
-        self.ids: list[int] = []
-        self.text = ""
-        self.emitted = 0
-        self.finish_reason: str | None = None
-        self.holdback = max((len(s) for s in params.stop), default=1) - 1
-
-    def push(self, token_id: int) -> None:
-        if token_id in self.eos_ids:
-            self.finish_reason = "stop"
-            return
-        self.ids.append(token_id)
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True) if self.tokenizer else ""
-        for stop in self.params.stop:
-            cut = self.text.find(stop)
-            if cut != -1:
-                self.text = self.text[:cut]
-                self.finish_reason = "stop"
-                return
-        if len(self.ids) >= self.params.max_new_tokens:
-            self.finish_reason = "length"
-
-    def new_text(self) -> str:
-        """Text that is now final: everything but a tail that might start a stop string."""
-        end = len(self.text) if self.finish_reason else max(self.emitted, len(self.text) - self.holdback)
-        # Never emit half of a multi-byte character that the next token completes.
-        while end > self.emitted and self.text[end - 1] == "\ufffd" and not self.finish_reason:
-            end -= 1
-        delta = self.text[self.emitted:end]
-        self.emitted = end
-        return delta
-
-
-@torch.no_grad()
 def generate(
     model,
-    prompts: Sequence[Sequence[int]],
+    prompts: Sequence[Sequence[int]] | tuple[torch.Tensor, torch.Tensor],
     pixel_values: torch.Tensor | None = None,
     params: SamplingParams | Sequence[SamplingParams] | None = None,
     on_token: TokenCallback | None = None,
     eos_token_ids: Sequence[int] | None = None,
     image_features: torch.Tensor | None = None,
+    kv_tokens: int | None = None,
     **overrides,
 ) -> list[Generation]:
-    """Generate continuations for a batch of prompts.
+    """Generate continuations for a batch of prompts through the engine (`vinstruct.model.decoding`).
 
-    `params` may be one SamplingParams for all rows or one per row; keyword
-    overrides (max_new_tokens=..., temperature=...) build a shared one.
+    `prompts`: token-id lists, or an (input_ids, attention_mask) pair of padded tensors (left or right
+    padding; the padding is dropped). `params` may be one SamplingParams for all rows or one per row;
+    keyword overrides (max_new_tokens=..., temperature=...) build a shared one. `pixel_values` holds the
+    images in prompt order, row after row. `kv_tokens` bounds the key/value memory (default: room for
+    the whole batch at once); rows that do not fit wait for others to finish.
     """
+    prompts = unpad(prompts)
     if not prompts:
         return []
     if params is None:
@@ -211,61 +58,73 @@ def generate(
         params = [params] * len(prompts)
     for p in params:
         p.check()
+    if image_features is not None:
+        raise VinstructError("generate() takes pixel values; precomputed image features are no longer accepted")
     tokenizer = model.tokenizer
-    if eos_token_ids is None:
-        eos_token_ids = default_eos_ids(tokenizer)
-    eos = set(eos_token_ids)
-    pad_id = next(iter(eos), 0)
-    device = model.device
-    generators = [seeded_generator(p.seed, device) for p in params]
-
-    input_ids, attention_mask = left_pad(prompts, pad_id, device)
-    rows = [RowState(tokenizer, p, eos) for p in params]
-    cache = DynamicCache()
-    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model.llm) else {}
-    out = model(
-        input_ids,
-        attention_mask=attention_mask,
-        pixel_values=None if pixel_values is None else pixel_values.to(device),
-        image_features=image_features,
-        past_key_values=cache,
-        position_ids=positions_from_mask(attention_mask),
-        use_cache=True,
-        **extra,
-    )
-    positions = attention_mask.sum(-1, keepdim=True) - 1
-    logits = out.logits[:, -1, :]
-    max_steps = max(p.max_new_tokens for p in params)
-    for _ in range(max_steps):
-        next_ids = choose_tokens(logits.float(), params, generators)
-        for row, state in enumerate(rows):
-            if state.finish_reason is None:
-                state.push(int(next_ids[row]))
-                if on_token is not None:
-                    delta = state.new_text()
-                    if delta:
-                        on_token(row, delta)
-            if state.finish_reason is not None:
-                next_ids[row] = pad_id
-        if all(state.finish_reason for state in rows):
-            break
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
-        positions = positions + 1
-        out = model.llm(
-            input_ids=next_ids.unsqueeze(-1),
-            attention_mask=attention_mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-        )
-        logits = out.logits[:, -1, :]
+    eos = set(default_eos_ids(tokenizer) if eos_token_ids is None else eos_token_ids)
+    rows = []
+    images = split_images(model, prompts, pixel_values)
+    for index, (prompt, p, pixels) in enumerate(zip(prompts, params, images)):
+        stream = None if on_token is None else (lambda delta, row=index: delta and on_token(row, delta))
+        rows.append(Row(list(prompt), p, RowState(tokenizer, p, eos), seeded_generator(p.seed, model.device),
+                        on_text=stream, pixel_values=pixels))
+    budget = kv_tokens or len(rows) * (max(r.reserve for r in rows) + 256)
+    decoder = Decoder(model, max_batch_size=len(rows), kv_tokens=budget, eos_ids=eos, pad_id=pad_token_id(tokenizer, eos, model))
+    for row in rows:
+        decoder.check_alone(row.reserve)
+    waiting = list(rows)
+    with torch.inference_mode():
+        while waiting or decoder.rows:
+            joining = []
+            while waiting and decoder.fits([r.reserve for r in joining + waiting[:1]]):
+                joining.append(waiting.pop(0))
+            decoder.admit(joining)
+            decoder.step()
     results = []
-    for row, (state, prompt) in enumerate(zip(rows, prompts)):
-        if state.finish_reason is None:
-            state.finish_reason = "length"
+    for row, prompt in zip(rows, prompts):
+        if row.error is not None:
+            raise row.error
+        state = row.state
         if on_token is not None:
             delta = state.new_text()  # flush the held-back tail
             if delta:
-                on_token(row, delta)
+                row.on_text(delta)
         results.append(Generation(state.ids, state.text, state.finish_reason, len(prompt)))
     return results
+
+
+def unpad(prompts) -> list[list[int]]:
+    """Token-id lists from lists, or from a padded (input_ids, attention_mask) pair (either side)."""
+    if isinstance(prompts, tuple) and len(prompts) == 2 and isinstance(prompts[0], torch.Tensor):
+        input_ids, attention_mask = prompts
+        if input_ids.shape != attention_mask.shape:
+            raise VinstructError(f"input_ids {list(input_ids.shape)} and attention_mask "
+                                 f"{list(attention_mask.shape)} must have the same shape")
+        return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids.cpu(), attention_mask.cpu())]
+    return [list(p) for p in prompts]
+
+
+def split_images(model, prompts: list[list[int]], pixel_values) -> list[torch.Tensor | None]:
+    """Each prompt's own images, taken in order from the batch's pixel values."""
+    per_image = model.num_image_tokens
+    counts = [sum(1 for t in p if t == model.image_token_id) for p in prompts]
+    if any(c % per_image for c in counts) or (pixel_values is None and any(counts)):
+        raise VinstructError(f"image tokens per prompt {counts} are not whole images of {per_image} tokens "
+                             f"(or no pixel values were given)")
+    images = [c // per_image for c in counts]
+    given = 0 if pixel_values is None else pixel_values.shape[0]
+    if sum(images) != given:
+        raise VinstructError(f"the prompts hold {sum(images)} image(s) but {given} were given")
+    out, first = [], 0
+    for n in images:
+        out.append(pixel_values[first:first + n] if n else None)
+        first += n
+    return out
+
+
+def pad_token_id(tokenizer, eos_ids, model) -> int:
+    """Filler for padding columns (never attended): the tokenizer's pad or EOS id, never the image id."""
+    for candidate in (getattr(tokenizer, "pad_token_id", None), *sorted(eos_ids), 0):
+        if candidate is not None and candidate != model.image_token_id and candidate >= 0:
+            return candidate
+    return 0

