@@ -99,6 +99,24 @@ def test_a_request_cancelled_mid_stream_frees_its_slot(tiny_model, color_images)
         assert engine.running == 0 and engine.stats.cancelled == 1
 
 
+def test_cancelling_a_row_in_the_middle_of_a_running_batch_leaves_the_others_exact(tiny_model, color_images):
+    # Removing a row that is not the last moves the last row's K/V into its slot, in place.
+    model = tiny_model.eval()
+    requests = _requests(model, _questions(3), color_images)
+    params = SamplingParams(max_new_tokens=12)
+    with Engine(model, max_batch_size=1, eos_token_ids=[]) as engine:
+        alone = [engine.submit(ids, pixels, params).result(timeout=60).token_ids for ids, pixels in requests[1:]]
+    with Engine(model, max_batch_size=3, eos_token_ids=[]) as engine:
+        with engine._wakeup:  # hold the scheduler so that the three are prefilled together
+            first = engine.submit(*requests[0], SamplingParams(max_new_tokens=300))
+            others = [engine.submit(ids, pixels, params) for ids, pixels in requests[1:]]
+        next(iter(first))
+        first.cancel()
+        assert first.result(timeout=60).finish_reason == "cancelled"
+        assert [o.result(timeout=60).token_ids for o in others] == alone
+        assert engine.stats.cancelled == 1 and engine.stats.max_batch == 3
+
+
 def test_requests_beyond_the_kv_budget_wait_and_one_that_never_fits_is_refused(tiny_model, color_images):
     model = tiny_model.eval()
     requests = _requests(model, _questions(4), color_images)

@@ -167,6 +167,12 @@ class Engine:
 
     # ---- scheduler --------------------------------------------------------------------------------
     def _run(self) -> None:
+        # Everything this thread does to the decoder (prefill, steps, and removing cancelled rows, which
+        # moves K/V rows in place) must run in inference mode: its buffers are inference tensors.
+        with torch.inference_mode():
+            self._schedule()
+
+    def _schedule(self) -> None:
         while True:
             with self._wakeup:
                 while not self._stopping and not self._waiting and not self.decoder.rows:
