@@ -85,6 +85,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_kill_9_while_polling_then_rerun_reuses_the_same_batches(tiny_coco, tmp_path, online_output):
     out, log = tmp_path / "data.json", tmp_path / "teacher.log"
     teacher = ["teacher", "--port", str(free_port()), "--batch-delay", "3"]
