@@ -130,3 +130,51 @@ def test_rows_that_fail_in_every_round_are_counted_as_failures(tiny_coco, tmp_pa
     assert stats["batch"]["rounds"] == 2 and stats["batch"]["retried_rows"] == REQUESTS
     assert sum(sum(counts["failed"].values()) for counts in stats["types"].values()) == REQUESTS
     assert stats["samples"] == 0 and json.loads(out.read_text()) == []
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing after it runs (not even `except Exception`)."""
+
+
+def die_after(method, calls: int):
+    """`method`, which raises Killed right after its `calls`-th call has done its work."""
+    seen = []
+
+    def wrapper(*args, **kwargs):
+        result = method(*args, **kwargs)
+        seen.append(1)
+        if len(seen) == calls:
+            raise Killed
+        return result
+
+    return wrapper
+
+
+@pytest.mark.parametrize("phase", ["during an upload", "while ingesting"])
+def test_killed_during_upload_or_ingest_then_rerun_submits_nothing_twice(phase, tiny_coco, tmp_path, online_output,
+                                                                         monkeypatch):
+    import logging
+
+    import openai.resources.files
+    from batch_support import CreatedBatches
+
+    from vinstruct.endpoint.journal import Journal
+
+    out, counter, log = tmp_path / "data.json", CreatedBatches(), logging.getLogger("vinstruct.teacher")
+    log.addHandler(counter)
+    log.setLevel(logging.INFO)
+    try:
+        with running_server(create_app(seed=0, batch=BatchOptions())) as url:
+            with monkeypatch.context() as patch:
+                if phase == "during an upload":  # the file reached the server, its id never reached the state file
+                    patch.setattr(openai.resources.files.Files, "create", die_after(openai.resources.files.Files.create, 2))
+                else:  # ten replies in the journal, the rest not yet
+                    patch.setattr(Journal, "append", die_after(Journal.append, 10))
+                with pytest.raises(Killed):
+                    main(batch_args(tiny_coco, out, url, "--batch-max-requests", "12"))
+            assert main(batch_args(tiny_coco, out, url, "--batch-max-requests", "12")) == 0
+    finally:
+        log.removeHandler(counter)
+    assert len(counter.lines) == 3  # 32 requests, 12 a file: each batch created once over both runs
+    assert out.read_text() == online_output.read_text()
+    assert len(journal_keys(out)) == len(set(journal_keys(out))) == REQUESTS
