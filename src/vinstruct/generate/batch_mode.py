@@ -72,14 +72,13 @@ def _requests(tasks, client: EndpointClient, directory: Path) -> list[BatchReque
     return recorded
 
 
-def fetch_batch(tasks, config: EndpointConfig, journal: Journal, on_row: Callable | None,
+def fetch_batch(tasks, config: EndpointConfig, journal: Journal, row_of: Callable, on_row: Callable | None,
                 settings: BatchSettings, progress: bool = True) -> tuple[dict[str, str], dict, dict]:
     """Answer `tasks` through the Batch API; returns ({key: failure reason}, client usage, batch summary).
 
+    row_of(task, completion, model) is the journal row of a reply, as the online mode writes it.
     Rows already in the journal (ingested before a kill) are not added again.
     """
-    from vinstruct.generate.pipeline import _row  # the journal row of a reply, as the online mode writes it
-
     # Usage counted at the batch price: the stats' cost is what the provider bills.
     priced = dataclasses.replace(config, price_in=config.price_in * settings.discount,
                                  price_out=config.price_out * settings.discount)
@@ -111,7 +110,7 @@ def fetch_batch(tasks, config: EndpointConfig, journal: Journal, on_row: Callabl
                 endpoint.usage.count(endpoint.usage.failures, reason)
                 continue
             endpoint.usage.succeeded += 1
-            row = _row(task, completion, config.model)
+            row = row_of(task, completion, config.model)
             journal.append(row)
             if on_row:
                 on_row(task, row)

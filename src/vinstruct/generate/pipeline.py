@@ -360,7 +360,7 @@ def _fetch_missing(plan: Plan, opts: GenerateOptions, journal: Journal, stats: R
         if pending and opts.batch is not None:
             from vinstruct.generate.batch_mode import fetch_batch
 
-            failures, stats.client, stats.batch = fetch_batch(pending, opts.teacher, journal, on_row, opts.batch,
+            failures, stats.client, stats.batch = fetch_batch(pending, opts.teacher, journal, _row, on_row, opts.batch,
                                                               opts.progress)
         elif pending:
             failures, stats.client = run_async(fetch(pending, opts.teacher, journal, on_row, opts.progress))
