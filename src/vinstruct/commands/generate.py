@@ -23,6 +23,8 @@ examples:
   vinstruct generate --coco-dir world --teacher-url http://127.0.0.1:8000/v1 --audit --out data/stage2.json
   OPENAI_API_KEY=... vinstruct generate --coco-dir coco2017 --split train2017 --teacher-url https://api.openai.com/v1 \\
       --model gpt-4o-mini --concurrency 32 --rpm 3000 --price-in 0.15 --price-out 0.6 --shard 0/4 --out shard0.json
+  vinstruct generate --coco-dir world --teacher-url http://127.0.0.1:8000/v1 --batch --out data/stage2.json
+  vinstruct generate --teacher-url http://127.0.0.1:8000/v1 --batch-status --out data/stage2.json
   vinstruct generate --merge shard0.json shard1.json shard2.json shard3.json --mix conversation=58,detail=23,complex=77 --out all.json"""
 
 
@@ -75,6 +77,21 @@ def configure(parser) -> None:
     data.add_argument("--audit", action="store_true",
                       help="check every answer against the annotations (vinstruct audit) and drop the contradicted "
                            "ones; counted per type in the stats")
+
+    batch = parser.add_argument_group("batch API (half price, answered within 24 h)")
+    batch.add_argument("--batch", action="store_true",
+                       help="send the teacher requests through the Batch API; run the same command again to resume")
+    batch.add_argument("--batch-dir", type=Path, help="the batch run's files and state (default: <out stem>.batch)")
+    batch.add_argument("--batch-discount", type=float, default=0.5,
+                       help="batch price as a share of --price-in/--price-out, for the cost in the stats (default 0.5)")
+    batch.add_argument("--batch-retries", type=int, default=2,
+                       help="new batches for rows that failed on the server's side or expired (default 2)")
+    batch.add_argument("--batch-poll", type=float, default=5.0,
+                       help="seconds before the first poll; grows while nothing changes (default 5)")
+    batch.add_argument("--batch-max-requests", type=int, default=50_000,
+                       help="requests per input file (default 50,000, the API's limit; files also stay under 200 MB)")
+    batch.add_argument("--batch-status", action="store_true", help="print the batches of this output's run and stop")
+    batch.add_argument("--batch-cancel", action="store_true", help="cancel the batches of this output's run and stop")
 
     parser.add_argument("--show-prompt", action="store_true", help="print the messages of the first request and stop")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -142,7 +159,17 @@ def _options(args):
         shard=parse_shard(args.shard) if args.shard else None, limit=args.limit, image_dir=args.image_dir,
         image_root=args.image_root, cache=args.cache, mix=parse_ratios(args.mix) if args.mix else None,
         pack=args.pack, filters=filters, skip_uncaptioned=args.skip_uncaptioned,
-        on_bad_annotation=args.on_bad_annotation, progress=not args.no_progress, audit=args.audit)
+        on_bad_annotation=args.on_bad_annotation, progress=not args.no_progress, audit=args.audit,
+        batch=_batch_settings(args) if args.batch else None)
+
+
+def _batch_settings(args):
+    from vinstruct.generate.batch_mode import BatchSettings
+    from vinstruct.generate.pipeline import companion
+
+    return BatchSettings(args.batch_dir or companion(args.out, "batch"), discount=args.batch_discount,
+                         retries=args.batch_retries, poll_s=args.batch_poll,
+                         max_requests=args.batch_max_requests)
 
 
 def _show_prompt(options) -> int:
@@ -172,6 +199,18 @@ def _show_prompt(options) -> int:
     return 0
 
 
+def _batch_command(args) -> int:
+    from vinstruct.errors import VinstructError
+    from vinstruct.generate.batch_mode import batch_cancel, batch_status
+
+    if not args.teacher_url:
+        raise VinstructError("--batch-status and --batch-cancel ask the teacher: give --teacher-url")
+    config = _teacher_config(args, needs_teacher=True)
+    settings = _batch_settings(args)
+    print((batch_cancel if args.batch_cancel else batch_status)(config, settings.directory))
+    return 0
+
+
 def run(args) -> int:
     from vinstruct.generate.mix import merge_outputs, parse_ratios
     from vinstruct.generate.pipeline import generate
@@ -182,6 +221,8 @@ def run(args) -> int:
         print(stats_table(stats) if stats.get("types") else f"{stats['samples']} samples")
         print(f"wrote {args.out}")
         return 0
+    if args.batch_status or args.batch_cancel:
+        return _batch_command(args)
     options = _options(args)
     if args.show_prompt:
         return _show_prompt(options)

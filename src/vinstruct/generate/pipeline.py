@@ -67,6 +67,7 @@ class GenerateOptions:
     on_bad_annotation: str = "skip"  # skip (and count) or fail on unusable annotations, image entries, image files
     progress: bool = True
     audit: bool = False  # check answers against the annotations; drop contradicted ones (vinstruct.audit)
+    batch: object | None = None  # vinstruct.generate.batch_mode.BatchSettings: send through the Batch API
 
 
 @dataclass
@@ -356,7 +357,12 @@ def _fetch_missing(plan: Plan, opts: GenerateOptions, journal: Journal, stats: R
     failures: dict[str, str] = {}
     finished = False
     try:
-        if pending:
+        if pending and opts.batch is not None:
+            from vinstruct.generate.batch_mode import fetch_batch
+
+            failures, stats.client, stats.batch = fetch_batch(pending, opts.teacher, journal, _row, on_row, opts.batch,
+                                                              opts.progress)
+        elif pending:
             failures, stats.client = run_async(fetch(pending, opts.teacher, journal, on_row, opts.progress))
         finished = True
     finally:
@@ -369,8 +375,10 @@ def generate(opts: GenerateOptions) -> RunStats:
     started = time.monotonic()
     plan = plan_run(opts)
     teacher = opts.teacher
-    stats = RunStats({t: TypeStats() for t in opts.types}, teacher.price_in if teacher else 0.0,
-                     teacher.price_out if teacher else 0.0, images=len(plan.images),
+    # In batch mode the provider bills the batch price: the stats count every token at it.
+    share = opts.batch.discount if opts.batch is not None else 1.0
+    stats = RunStats({t: TypeStats() for t in opts.types}, teacher.price_in * share if teacher else 0.0,
+                     teacher.price_out * share if teacher else 0.0, images=len(plan.images),
                      skipped=[p.as_dict() for p in plan.skipped])
     journal = Journal(opts.cache or companion(opts.out, "cache.jsonl")) if plan.tasks else None
     try:

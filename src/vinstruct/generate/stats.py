@@ -45,12 +45,16 @@ class RunStats:
     client: dict = field(default_factory=dict)  # all requests of this run, retries included
     seconds: float = 0.0
     skipped: list[dict] = field(default_factory=list)  # InputProblem.as_dict() of each entry left out
+    batch: dict = field(default_factory=dict)  # --batch: rounds, batch ids, retried rows, discount
 
     def as_dict(self) -> dict:
-        return {"images": self.images, "samples": self.samples,
-                "types": {t: s.as_dict(self.price_in, self.price_out) for t, s in self.types.items()},
-                "mixed": self.mixed, "client": self.client, "seconds": round(self.seconds, 2),
-                "skipped": skipped_summary(self.skipped)}
+        out = {"images": self.images, "samples": self.samples,
+               "types": {t: s.as_dict(self.price_in, self.price_out) for t, s in self.types.items()},
+               "mixed": self.mixed, "client": self.client, "seconds": round(self.seconds, 2),
+               "skipped": skipped_summary(self.skipped)}
+        if self.batch:
+            out["batch"] = self.batch
+        return out
 
     def table(self) -> str:
         return stats_table(self.as_dict())
@@ -93,6 +97,11 @@ def stats_table(stats: dict) -> str:
     if client.get("requests"):
         retries = ", ".join(f"{r}={n}" for r, n in client.get("retries", {}).items()) or "none"
         lines.append(f"requests this run: {client['requests']} (retries: {retries}; cost ${client.get('cost', 0):.4f})")
+    batch = stats.get("batch")
+    if batch:
+        lines.append(f"batch API: {batch['requests']} requests in {len(batch['batches'])} batches over "
+                     f"{batch['rounds']} round(s), {batch['retried_rows']} rows sent again; "
+                     f"costs at {batch['discount']:g} x the online price")
     return "\n".join(lines)
 
 
