@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from vinstruct.atomic import atomic_file
 from vinstruct.errors import VinstructError
 
 MAX_REQUESTS = 50_000
@@ -76,16 +76,10 @@ def fingerprint(requests: Iterable[BatchRequest], endpoint: str = CHAT_ENDPOINT)
 
 
 def _atomic_lines(path: Path, lines: list[bytes]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, tmp.open("wb") as handle:
+        handle.writelines(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_request_files(requests: Iterable[BatchRequest], directory: str | os.PathLike, stem: str,

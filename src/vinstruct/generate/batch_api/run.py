@@ -17,7 +17,6 @@ Works with any `openai.OpenAI`-compatible client (files and batches resources).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +25,7 @@ from pathlib import Path
 import openai
 from tqdm import tqdm
 
+from vinstruct.atomic import atomic_file
 from vinstruct.errors import VinstructError
 from vinstruct.generate.batch_api.requests import (CHAT_ENDPOINT, MAX_BYTES, MAX_REQUESTS, BatchRequest, fingerprint,
                                                    read_request_file, write_request_files)
@@ -202,18 +202,12 @@ class BatchRun:
             self._save()
 
     def _download(self, file_id: str, path: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                with self.client.files.with_streaming_response.content(file_id) as response:
-                    for chunk in response.iter_bytes():
-                        handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as tmp, tmp.open("wb") as handle:
+            with self.client.files.with_streaming_response.content(file_id) as response:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def results(self) -> Iterator[BatchResult]:
         """One result per request, read from the downloaded files (re-readable, no server calls).
