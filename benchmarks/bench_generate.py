@@ -40,13 +40,22 @@ COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "pink", "white"]
 
 
 def write_annotations(root: Path, images: int, seed: int = 0) -> Path:
-    """A COCO-format annotation pair (no pixels needed: generation reads only annotations)."""
+    """A COCO-format annotation pair, and a plain image file per entry (generation reads only the
+    annotations, but checks that each image it writes data for exists)."""
+    import io
+
+    from PIL import Image
+
     rng = random.Random(seed)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "images" / "train").mkdir(parents=True, exist_ok=True)
+    png = io.BytesIO()
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(png, format="PNG")
     cats = {f"{c} {s}": i + 1 for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
     entries, anns, caps = [], [], []
     for image_id in range(1, images + 1):
         entries.append({"id": image_id, "file_name": f"{image_id:06d}.png", "width": 96, "height": 96})
+        (root / "images" / "train" / f"{image_id:06d}.png").write_bytes(png.getvalue())
         names = []
         for _ in range(rng.randint(1, 4)):
             name = f"{rng.choice(COLORS)} {rng.choice(SHAPES)}"
