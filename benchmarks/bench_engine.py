@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run_all import machine  # noqa: E402
+from run_all import machine, write_section  # noqa: E402
 
 from vinstruct.model.random_parts import PartSizes, make_random_parts  # noqa: E402
 
@@ -162,11 +162,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             lines += measure(size.strip(), args, Path(tmp))
-    report = "\n".join(lines)
-    print(report)
-    out = ROOT / "docs" / "results" / "engine.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    write_section("engine", "\n".join(lines))
     return 0
 
 

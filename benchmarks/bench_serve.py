@@ -38,7 +38,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run_all import machine  # noqa: E402
+from run_all import machine, write_section  # noqa: E402
 
 from vinstruct.model.build import build_model  # noqa: E402
 from vinstruct.model.io import save_model  # noqa: E402
@@ -333,11 +333,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             lines += measure(size.strip(), args, Path(tmp))
-    report = "\n".join(lines)
-    print(report)
-    out = ROOT / "docs" / "results" / "serve.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    write_section("serve", "\n".join(lines))
     return 0
 
 

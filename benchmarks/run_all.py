@@ -38,6 +38,14 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
 
 
+def write_section(name: str, report: str) -> None:
+    """Print a benchmark's markdown section and keep it as docs/results/NAME.md (RESULTS.md is assembled from these)."""
+    print(report)
+    out = ROOT / "docs" / "results" / f"{name}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+
+
 def main(argv: list[str]) -> int:
     only = set(argv)
     benches = sorted((ROOT / "benchmarks").glob("bench_*.py"))

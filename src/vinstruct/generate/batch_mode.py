@@ -141,19 +141,20 @@ def _runs(config: EndpointConfig, directory: Path):
     return sdk, runs
 
 
-def batch_status(config: EndpointConfig, directory: Path) -> str:
-    """A fresh look at every batch of the run: one table per round."""
+def _each_round(config: EndpointConfig, directory: Path, look) -> str:
+    """`look(run)` (status or cancel) on every round of the run, as one table per round."""
     sdk, runs = _runs(config, directory)
     try:
-        return "\n".join(f"round {n} ({run.directory}):\n{format_status(run.status())}" for n, run in enumerate(runs))
+        return "\n".join(f"round {n} ({run.directory}):\n{format_status(look(run))}" for n, run in enumerate(runs))
     finally:
         sdk.close()
+
+
+def batch_status(config: EndpointConfig, directory: Path) -> str:
+    """A fresh look at every batch of the run: one table per round."""
+    return _each_round(config, directory, lambda run: run.status())
 
 
 def batch_cancel(config: EndpointConfig, directory: Path) -> str:
     """Cancel every batch of the run that has not ended; the table after cancelling."""
-    sdk, runs = _runs(config, directory)
-    try:
-        return "\n".join(f"round {n} ({run.directory}):\n{format_status(run.cancel())}" for n, run in enumerate(runs))
-    finally:
-        sdk.close()
+    return _each_round(config, directory, lambda run: run.cancel())
