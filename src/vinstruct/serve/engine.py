@@ -192,8 +192,7 @@ class Engine:
                 self._prefilling = 0
             if self.decoder.rows:
                 try:
-                    with torch.inference_mode():
-                        self._report(self.decoder.step())
+                    self._report(self.decoder.step())
                     self.stats.steps += 1
                 except Exception as err:  # one forward pass for the whole batch: no single row to blame
                     self._fail([r.tag for r in self.decoder.rows], err)
@@ -265,8 +264,7 @@ class Engine:
                             seeded_generator(handle.params.seed, self.model.device), on_text=handle._text,
                             pixel_values=self._uncached_pixels(handle, hit.length), cached=hit.kv,
                             cached_length=hit.length, tag=handle))
-        with torch.inference_mode():
-            finished = self.decoder.admit(rows)
+        finished = self.decoder.admit(rows)  # in the scheduler thread's inference mode
         for handle in handles:
             self.stats.cached_prompt_tokens += handle.cached_tokens
             self.stats.computed_prompt_tokens += len(handle.prompt_ids) - handle.cached_tokens
