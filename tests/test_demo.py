@@ -97,3 +97,13 @@ def test_report_numbers_come_from_the_eval_outputs(demo):
     assert "Held-out exact QA ≥ 85 %: **87.6 %** — met" in report
     # ablations are compared with the full recipe trained on their (same) budget
     assert "Full recipe (same stage-2 budget) beats (a) no stage 1: 55.5 vs 42.4 % — yes" in report
+
+
+def test_resuming_with_another_seed_is_refused_and_changes_nothing(demo):
+    out, _ = demo
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    done = subprocess.run([sys.executable, "-m", "vinstruct", "demo", "--size", "tiny", "--out", str(out),
+                           "--precision", "bf16", "--seed", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "seed: 0 -> 1" in done.stderr and "another --out" in done.stderr, done.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before

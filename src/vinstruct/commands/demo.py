@@ -25,6 +25,9 @@ def configure(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="the smaller demo (same as --size quick)")
     parser.add_argument("--size", choices=("default", "quick", "tiny"), default=None,
                         help="demo size (default: default, or quick with --quick)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the world and of every random choice after it (default 0); another seed makes "
+                             "another world, to check that the recipe does not depend on one")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 2)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                         help="arithmetic of training and evaluation (default: the size's setting; auto = bf16 where "
@@ -45,6 +48,8 @@ def run(args) -> int:
     from vinstruct.demo import preset, run_demo
 
     settings = preset(args.size or ("quick" if args.quick else "default"))
+    if args.seed is not None:
+        settings = dataclasses.replace(settings, seed=args.seed)
     if args.threads:
         settings = dataclasses.replace(settings, threads=args.threads)
     if args.precision:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from vinstruct.errors import VinstructError
 from vinstruct.demo.settings import DemoSettings, resolved_precision
 from vinstruct.demo.steps import StepLog
 from vinstruct.generate.prompts import TEACHER_TYPES
@@ -338,6 +339,11 @@ def run_demo(out: str | os.PathLike, settings: DemoSettings, say: Callable[[str]
     paths.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(settings.threads)
     log = StepLog(paths.out, say)
+    recorded = log.data.get("meta", {}).get("settings")
+    conflicts = settings.resume_conflicts(recorded) if recorded else []
+    if conflicts:  # resuming would mix two recipes' outputs (a world of one seed, a model of another)
+        raise VinstructError(f"{paths.out}: a demo with other settings ran here ({'; '.join(conflicts)}); "
+                             "give another --out, or delete the directory to start over")
     now = time.strftime("%Y-%m-%d %H:%M")
     # "started" is the first run's start: a resumed demo keeps it (and records its own as last_run).
     log.set_meta(settings=settings.to_dict(), machine=machine_description(),

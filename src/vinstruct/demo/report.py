@@ -69,7 +69,7 @@ def _timing_section(log: StepLog, settings: DemoSettings) -> str:
     total = sum(seconds.values())
     meta = log.data.get("meta", {})
     return (f"## Setup and timing\n\nMachine: {meta.get('machine', '?')}. Demo size: `{settings.name}` "
-            f"({settings.images} images of {settings.image_size}×{settings.image_size} px). "
+            f"({settings.images} images of {settings.image_size}×{settings.image_size} px, seed {settings.seed}). "
             f"Arithmetic: {_precision_note(meta.get('precision', 'fp32'))}. Total wall time of the steps: **{total / 60:.1f} minutes**.\n\n"
             + _table(["step", "what", "seconds"], rows) + "\n")
 

@@ -61,6 +61,19 @@ class DemoSettings:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resume_conflicts(self, recorded: dict) -> list[str]:
+        """The settings that make a run's outputs which differ from those `recorded` by an earlier run
+        in the same directory, as "field: was -> now" (threads and the ablation options may change)."""
+        free = {"threads", "ablations", "ablation_scale"}
+        now = self.to_dict()
+        return [f"{key}: {recorded[key]!r} -> {now[key]!r}" for key in now
+                if key not in free and key in recorded and _plain(recorded[key]) != _plain(now[key])]
+
+
+def _plain(value):
+    """A settings value as JSON gives it back (tuples come back as lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
 
 # `--ablations` (make demo-ablations) trains these beside the full recipe.
 ALL_ABLATIONS = ("no_stage1", "caption_only", "scratch_lm", "no_warm_start", "linear_projector", "last_layer")
