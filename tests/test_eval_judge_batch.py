@@ -14,7 +14,7 @@ from eval_support import serve
 
 from vinstruct.cli import main
 from vinstruct.data.formats import read_jsonl
-from vinstruct.eval import judge_prompts, scripted_judge
+from vinstruct.eval import judge_prompts
 from vinstruct.eval.endpoints import SCRIPTED_MODEL, make_judge, scripted_responders
 from vinstruct.eval.extract import parse_scores
 from vinstruct.generate.batch_mode import BatchSettings
