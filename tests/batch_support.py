@@ -50,15 +50,21 @@ class CreatedBatches(logging.Handler):
 
 
 @contextlib.contextmanager
-def batch_teacher(**options):
-    """A scripted teacher with the Batch API on a free port: yields (OpenAI client, created-batch log)."""
+def created_batches():
+    """Yields the list of the scripted server's 'batch created' log lines, growing until the block ends."""
     log = logging.getLogger("vinstruct.teacher")
     counter, level = CreatedBatches(), log.level
     log.addHandler(counter)
     log.setLevel(logging.INFO)
     try:
-        with running_server(create_app(seed=0, batch=BatchOptions(**options))) as url:
-            yield OpenAI(base_url=url, api_key="unused", max_retries=0), counter.lines
+        yield counter.lines
     finally:
         log.removeHandler(counter)
         log.setLevel(level)
+
+
+@contextlib.contextmanager
+def batch_teacher(**options):
+    """A scripted teacher with the Batch API on a free port: yields (OpenAI client, created-batch log)."""
+    with created_batches() as lines, running_server(create_app(seed=0, batch=BatchOptions(**options))) as url:
+        yield OpenAI(base_url=url, api_key="unused", max_retries=0), lines

@@ -132,6 +132,21 @@ def test_rows_that_fail_in_every_round_are_counted_as_failures(tiny_coco, tmp_pa
     assert stats["samples"] == 0 and json.loads(out.read_text()) == []
 
 
+def test_rows_failing_every_round_are_answered_online_with_the_online_fallback(tiny_coco, tmp_path, online_output,
+                                                                              capsys):
+    out = tmp_path / "data.json"
+    with running_server(create_app(seed=0, batch=BatchOptions(fail_rows=1.0))) as url:
+        assert main(batch_args(tiny_coco, out, url, "--batch-retries", "1", "--batch-fallback", "online")) == 0
+    stats = stats_of(out)
+    assert stats["batch"]["rounds"] == 2 and stats["batch"]["online_rows"] == REQUESTS
+    assert stats["batch"]["online_failed"] == 0 and stats["batch"]["online"]["succeeded"] == REQUESTS
+    assert sum(counts["fetched"] for counts in stats["types"].values()) == REQUESTS
+    assert all(not counts["failed"] for counts in stats["types"].values())
+    assert out.read_text() == online_output.read_text()
+    assert len(journal_keys(out)) == len(set(journal_keys(out))) == REQUESTS
+    assert f"online fallback: {REQUESTS} rows the batches left answered online" in capsys.readouterr().out
+
+
 class Killed(BaseException):
     """Stands for kill -9: nothing after it runs (not even `except Exception`)."""
 

@@ -30,6 +30,8 @@ without one, the offline scripted judge and teacher are served on 127.0.0.1.
 examples:
   vinstruct eval --model runs/demo/stage2 --suite world --world runs/demo/world --out runs/eval/world
   vinstruct eval --model M --suite llava-bench --world W --judge-url http://localhost:8000/v1 --judge-model gpt-4o
+  vinstruct eval --model M --suite llava-bench --world W --judge-url URL --judge-model gpt-4o --judge-batch
+  vinstruct eval --out runs/eval/M/llava-bench --judge-url URL --judge-batch-status
   vinstruct eval --model M --suite scienceqa --problems sqa/problems.json --pid-splits sqa/pid_splits.json \\
       --image-root sqa/images/test --judge-url URL
   vinstruct eval compare runs/eval/base runs/eval/lora
@@ -66,6 +68,27 @@ def configure(parser) -> None:
     parser.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL of the judge (…/v1)")
     parser.add_argument("--judge-model", default=None, help="judge model name")
     parser.add_argument("--judge-key", default=None, help="API key (default: $OPENAI_API_KEY)")
+    parser.add_argument("--judge-price-in", type=float, default=0.0, help="judge price per 1M prompt tokens, for the cost")
+    parser.add_argument("--judge-price-out", type=float, default=0.0, help="judge price per 1M completion tokens")
+    batch = parser.add_argument_group("judge through the Batch API (half price, answered within 24 h)")
+    batch.add_argument("--judge-batch", action="store_true",
+                       help="send the judge requests the journal lacks through the Batch API, the rest online; "
+                            "run the same command again to resume")
+    batch.add_argument("--judge-batch-dir", type=Path, default=None,
+                       help="the batch runs' files and state (default: judge_journal.batch beside the journal)")
+    batch.add_argument("--judge-batch-discount", type=float, default=0.5,
+                       help="batch price as a share of --judge-price-in/--judge-price-out (default 0.5)")
+    batch.add_argument("--judge-batch-retries", type=int, default=2,
+                       help="new batches for rows that failed on the server's side or expired (default 2); "
+                            "what is left then is asked online")
+    batch.add_argument("--judge-batch-poll", type=float, default=5.0,
+                       help="seconds before the first poll; grows while nothing changes (default 5)")
+    batch.add_argument("--judge-batch-max-requests", type=int, default=50_000,
+                       help="requests per input file (default 50,000, the API's limit)")
+    batch.add_argument("--judge-batch-status", action="store_true",
+                       help="print the judge batches of this output's runs and stop")
+    batch.add_argument("--judge-batch-cancel", action="store_true",
+                       help="cancel the judge batches of this output's runs and stop")
     parser.add_argument("--teacher-url", default=None, help="llava-bench: endpoint for reference answers (default: the judge's)")
     parser.add_argument("--teacher-model", default=None, help="llava-bench: teacher model name")
     parser.add_argument("--teacher-key", default=None, help="llava-bench: teacher API key (default: the judge's)")
@@ -96,6 +119,16 @@ def _build(args) -> int:
     return 0
 
 
+def _judge_batch(args):
+    """The judge's BatchSettings (--judge-batch-*), or None without --judge-batch; directory None: beside the journal."""
+    from vinstruct.generate.batch_mode import BatchSettings
+
+    if not (args.judge_batch or args.judge_batch_status or args.judge_batch_cancel):
+        return None
+    return BatchSettings(args.judge_batch_dir, discount=args.judge_batch_discount, retries=args.judge_batch_retries,
+                         poll_s=args.judge_batch_poll, max_requests=args.judge_batch_max_requests, fallback="online")
+
+
 def _endpoint_clients(args, out: Path):
     """(judge, teacher) for the URLs given on the command line; None where the scripted one is wanted."""
     from vinstruct.eval.endpoints import SCRIPTED_MODEL, make_judge, make_teacher
@@ -103,7 +136,8 @@ def _endpoint_clients(args, out: Path):
     judge = teacher = None
     if args.judge_url:
         judge = make_judge(args.judge_url, args.judge_model or SCRIPTED_MODEL, args.judge_key,
-                           journal=out / "judge_journal.jsonl")
+                           journal=out / "judge_journal.jsonl", batch=_judge_batch(args),
+                           price_in=args.judge_price_in, price_out=args.judge_price_out)
     teacher_url = args.teacher_url or args.judge_url
     if teacher_url:
         teacher = make_teacher(teacher_url, args.teacher_model or args.judge_model or SCRIPTED_MODEL,
@@ -125,9 +159,25 @@ def _evaluate(args) -> dict:
     return run_suite(args.suite, args.model, out, world_dir=args.world, split=args.split, limit=args.limit,
                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, conv_mode=args.conv_mode,
                      seed=args.seed, judge=judge, teacher=teacher, use_judge=not args.no_judge,
+                     judge_batch=_judge_batch(args),
                      problems=args.problems, pid_splits=args.pid_splits, image_root=args.image_root,
                      option_text=args.option_text, blind=not args.no_blind, answer_hint=args.answer_hint,
                      progress=not args.quiet)
+
+
+def _judge_batch_command(args) -> int:
+    from vinstruct.eval.endpoints import SCRIPTED_MODEL, endpoint_config
+    from vinstruct.eval.judge_batch import judge_batch_status
+
+    if not args.judge_url:
+        raise VinstructError("--judge-batch-status and --judge-batch-cancel ask the judge: give --judge-url")
+    if not args.judge_batch_dir and not (args.out or (args.model and args.suite)):
+        raise VinstructError("--judge-batch-status and --judge-batch-cancel need --out DIR (the evaluation's output) "
+                             "or --judge-batch-dir DIR")
+    root = args.judge_batch_dir or _out_dir(args) / "judge_journal.batch"
+    config = endpoint_config(args.judge_url, args.judge_model or SCRIPTED_MODEL, args.judge_key)
+    print(judge_batch_status(config, root, cancel=args.judge_batch_cancel))
+    return 0
 
 
 def run(args) -> int:
@@ -143,6 +193,8 @@ def run(args) -> int:
         return 0
     if args.action == "build-questions":
         return _build(args)
+    if args.judge_batch_status or args.judge_batch_cancel:
+        return _judge_batch_command(args)
     if args.threads:
         import torch
 

@@ -90,6 +90,9 @@ def configure(parser) -> None:
                        help="seconds before the first poll; grows while nothing changes (default 5)")
     batch.add_argument("--batch-max-requests", type=int, default=50_000,
                        help="requests per input file (default 50,000, the API's limit; files also stay under 200 MB)")
+    batch.add_argument("--batch-fallback", choices=("none", "online"), default="none",
+                       help="rows still failing after --batch-retries rounds: send them online one by one (online), "
+                            "or report them failed (none, the default)")
     batch.add_argument("--batch-status", action="store_true", help="print the batches of this output's run and stop")
     batch.add_argument("--batch-cancel", action="store_true", help="cancel the batches of this output's run and stop")
 
@@ -169,7 +172,7 @@ def _batch_settings(args):
 
     return BatchSettings(args.batch_dir or companion(args.out, "batch"), discount=args.batch_discount,
                          retries=args.batch_retries, poll_s=args.batch_poll,
-                         max_requests=args.batch_max_requests)
+                         max_requests=args.batch_max_requests, fallback=args.batch_fallback)
 
 
 def _show_prompt(options) -> int:

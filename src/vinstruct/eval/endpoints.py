@@ -28,11 +28,14 @@ def endpoint_config(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | N
 
 
 def make_judge(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None = None,
-               journal: str | os.PathLike | None = None, **settings) -> Judge:
-    """A `Judge` for the endpoint. settings: max_attempts, give_up_after, and any EndpointConfig field."""
+               journal: str | os.PathLike | None = None, batch=None, **settings) -> Judge:
+    """A `Judge` for the endpoint. settings: max_attempts, give_up_after, and any EndpointConfig field.
+
+    batch: `vinstruct.generate.batch_mode.BatchSettings` to send through the Batch API first (needs a journal).
+    """
     policy = {k: settings.pop(k) for k in _JUDGE_POLICY if k in settings}
     endpoint = endpoint_config(base_url, model, api_key, **{**JUDGE_DEFAULTS, **settings})
-    return Judge(JudgeConfig(endpoint, **policy), journal)
+    return Judge(JudgeConfig(endpoint, **policy), journal, batch)
 
 
 def make_teacher(base_url: str, model: str = SCRIPTED_MODEL, api_key: str | None = None, **settings) -> EndpointConfig:

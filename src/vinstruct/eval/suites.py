@@ -72,6 +72,7 @@ class SuiteRequest:
     conv_mode: str | None = None
     seed: int = 0
     judge: object = None  # a Judge
+    judge_batch: object = None  # BatchSettings for the scripted judge made when `judge` is None (--judge-batch)
     teacher: object = None  # a EndpointConfig
     use_judge: bool = True
     problems: str | os.PathLike | None = None
@@ -106,14 +107,15 @@ def _needs(suite: Suite, request: SuiteRequest) -> tuple[bool, bool]:
 
 
 @contextlib.contextmanager
-def _endpoints(judge, teacher, need_judge: bool, need_teacher: bool, journal_dir: Path):
-    """The given judge/teacher, or scripted ones for those missing and needed."""
+def _endpoints(judge, teacher, need_judge: bool, need_teacher: bool, journal_dir: Path, judge_batch=None):
+    """The given judge/teacher, or scripted ones for those missing and needed (judge_batch: the scripted
+    judge's BatchSettings, when it should use the Batch API)."""
     if (need_judge and judge is None) or (need_teacher and teacher is None):
         from vinstruct.eval.endpoints import make_judge, make_teacher, scripted_server
 
         with scripted_server() as url:
             if need_judge and judge is None:
-                judge = make_judge(url, journal=journal_dir / "judge_journal.jsonl")
+                judge = make_judge(url, journal=journal_dir / "judge_journal.jsonl", batch=judge_batch)
             if need_teacher and teacher is None:
                 teacher = make_teacher(url)
             yield judge, teacher
@@ -137,7 +139,8 @@ def run_suite(name: str, model, out_dir: str | os.PathLike, **options) -> dict:
     out = Path(out_dir)
     model, _ = resolve_model(model)
     request.max_new_tokens = request.max_new_tokens or suite.max_new_tokens
-    with _endpoints(request.judge, request.teacher, *_needs(suite, request), out) as (judge, teacher):
+    needs = _needs(suite, request)
+    with _endpoints(request.judge, request.teacher, *needs, out, request.judge_batch) as (judge, teacher):
         request = dataclasses.replace(request, judge=judge, teacher=teacher)
         return suite_module(suite).evaluate_suite(model, out, request)
 
@@ -159,7 +162,7 @@ def run_all(model, world_dir, out_dir: str | os.PathLike, suites=None, **options
     results = {}
     needs = [_needs(get_suite(s), SuiteRequest(use_judge=options.get("use_judge", True))) for s in suites]
     with _endpoints(options.pop("judge", None), options.pop("teacher", None), any(j for j, _ in needs),
-                    any(t for _, t in needs), out) as (judge, teacher):
+                    any(t for _, t in needs), out, options.get("judge_batch")) as (judge, teacher):
         for suite in suites:
             results[suite] = run_suite(suite, model, out / suite, world_dir=world_dir, judge=judge, teacher=teacher,
                                        **options)

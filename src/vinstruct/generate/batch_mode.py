@@ -25,6 +25,8 @@ from vinstruct.errors import VinstructError
 from vinstruct.generate.batch_api import (BATCH_DISCOUNT, MAX_REQUESTS, STATE_NAME, BatchRequest, BatchRun, format_status,
                                           round_runs, run_in_rounds)
 
+FALLBACKS = ("none", "online")
+
 
 @dataclass
 class BatchSettings:
@@ -34,6 +36,7 @@ class BatchSettings:
     poll_s: float = 5.0  # first wait between polls (it backs off while nothing changes)
     poll_max_s: float = 300.0
     max_requests: int = MAX_REQUESTS  # per input file (the API's limit; some providers allow fewer)
+    fallback: str = "none"  # rows still failing after the last round: "online" sends them one by one, "none" not
 
     def __post_init__(self):
         if not 0 <= self.discount <= 1:
@@ -44,6 +47,8 @@ class BatchSettings:
             raise VinstructError(f"--batch-max-requests must be at least 1, got {self.max_requests}")
         if self.poll_s <= 0:
             raise VinstructError(f"--batch-poll must be positive, got {self.poll_s}")
+        if self.fallback not in FALLBACKS:
+            raise VinstructError(f"--batch-fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
 
 
 def batch_client(config: EndpointConfig) -> openai.OpenAI:
@@ -76,8 +81,10 @@ def fetch_batch(tasks, config: EndpointConfig, journal: Journal, row_of: Callabl
                 settings: BatchSettings, progress: bool = True) -> tuple[dict[str, str], dict, dict]:
     """Answer `tasks` through the Batch API; returns ({key: failure reason}, client usage, batch summary).
 
-    row_of(task, completion, model) is the journal row of a reply, as the online mode writes it.
-    Rows already in the journal (ingested before a kill) are not added again.
+    row_of(task, completion, model) is the journal row of a reply, as the online mode writes it, or
+    None for a reply the caller takes care of itself (not journaled, not a failure: a judge's
+    unreadable verdict, which is re-asked online). Rows already in the journal (ingested before a
+    kill) are not added again.
     """
     # Usage counted at the batch price: the stats' cost is what the provider bills.
     priced = dataclasses.replace(config, price_in=config.price_in * settings.discount,
@@ -111,6 +118,8 @@ def fetch_batch(tasks, config: EndpointConfig, journal: Journal, row_of: Callabl
                 continue
             endpoint.usage.succeeded += 1
             row = row_of(task, completion, config.model)
+            if row is None:
+                continue
             journal.append(row)
             if on_row:
                 on_row(task, row)

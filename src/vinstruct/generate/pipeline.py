@@ -362,12 +362,27 @@ def _fetch_missing(plan: Plan, opts: GenerateOptions, journal: Journal, stats: R
 
             failures, stats.client, stats.batch = fetch_batch(pending, opts.teacher, journal, _row, on_row, opts.batch,
                                                               opts.progress)
+            if failures and opts.batch.fallback == "online":
+                failures = _answer_online(pending, failures, opts, journal, on_row, stats)
         elif pending:
             failures, stats.client = run_async(fetch(pending, opts.teacher, journal, on_row, opts.progress))
         finished = True
     finally:
         partial.close(remove=finished)  # kept after a crash or Ctrl-C, for inspection
     return failures
+
+
+def _answer_online(pending: list[Task], failures: dict[str, str], opts: GenerateOptions, journal: Journal, on_row,
+                   stats: RunStats) -> dict[str, str]:
+    """--batch-fallback online: the rows the batch rounds left unanswered, sent one by one; returns what still failed.
+
+    Their tokens are billed at the online price: `stats.batch["online"]` holds that usage apart.
+    """
+    again = [task for task in pending if task.key in failures]
+    still, usage = run_async(fetch(again, opts.teacher, journal, on_row, opts.progress))
+    stats.batch["online_rows"], stats.batch["online_failed"] = len(again) - len(still), len(still)
+    stats.batch["online"] = usage
+    return still
 
 
 def generate(opts: GenerateOptions) -> RunStats:

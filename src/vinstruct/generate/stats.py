@@ -102,6 +102,10 @@ def stats_table(stats: dict) -> str:
         lines.append(f"batch API: {batch['requests']} requests in {len(batch['batches'])} batches over "
                      f"{batch['rounds']} round(s), {batch['retried_rows']} rows sent again; "
                      f"costs at {batch['discount']:g} x the online price")
+        if "online_rows" in batch:
+            online = batch.get("online") or {}
+            lines.append(f"online fallback: {batch['online_rows']} rows the batches left answered online, "
+                         f"{batch['online_failed']} still failed (${online.get('cost', 0):.4f} at the online price)")
     return "\n".join(lines)
 
 
