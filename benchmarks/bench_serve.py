@@ -12,6 +12,10 @@ memory over many requests.
    (off: the image and the earlier turns are recomputed).
 3. Memory: the server's RSS after 50 and after 500 mixed requests (plain, streamed, cancelled
    mid-stream, with and without images).
+4. Against `transformers serve --continuous-batching` (the server that ships with transformers)
+   serving the llava-hf export of the same weights: the same 8 and 32 clients and requests, both
+   servers stopping at EOS, greedy; tokens/s, time to first token, and whether the answers are equal.
+   What transformers does with the requests (continuous batching or not) is read from its log.
 
 Two sizes: the demo's real model (SmolLM2-135M-Instruct behind a CLIP tower of the demo's
 shape, see bench_engine.py) and the tiny 2 x 128 Llama of the embedded default.
@@ -25,10 +29,13 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import openai
@@ -78,9 +85,10 @@ def make_images(directory: Path, n: int) -> list[str]:
 
 
 # ---- the server under test ---------------------------------------------------------------------------
-def _serve_child(checkpoint: str, batch_size: int, prefix_cache_tokens: int, threads: int, conn) -> None:
-    """Runs in its own process so the clients do not compete with it for the GIL. Replies ignore EOS,
-    so every request generates exactly max_tokens."""
+def _serve_child(checkpoint: str, batch_size: int, prefix_cache_tokens: int, threads: int, stop_at_eos: bool,
+                 conn) -> None:
+    """Runs in its own process so the clients do not compete with it for the GIL. Unless stop_at_eos,
+    replies ignore EOS, so every request generates exactly max_tokens."""
     import uvicorn
 
     from vinstruct import load
@@ -90,7 +98,7 @@ def _serve_child(checkpoint: str, batch_size: int, prefix_cache_tokens: int, thr
 
     torch.set_num_threads(threads)
     model = load(checkpoint)
-    engine = Engine(model, max_batch_size=batch_size, prefix_cache_tokens=prefix_cache_tokens, eos_token_ids=[])
+    engine = Engine(model, max_batch_size=batch_size, prefix_cache_tokens=prefix_cache_tokens, eos_token_ids=None if stop_at_eos else [])
     app = create_app(Assistant(model, engine, name="bench"), ServerSettings())
     sock = bind_socket("127.0.0.1", 0)
     conn.send(sock.getsockname()[1])
@@ -98,12 +106,12 @@ def _serve_child(checkpoint: str, batch_size: int, prefix_cache_tokens: int, thr
 
 
 @contextlib.contextmanager
-def server(checkpoint: Path, batch_size: int, prefix_cache_tokens: int, threads: int):
+def server(checkpoint: Path, batch_size: int, prefix_cache_tokens: int, threads: int, stop_at_eos: bool = False):
     """Yield (base URL, pid) of a server process; stop it afterwards."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     process = context.Process(target=_serve_child, args=(str(checkpoint), batch_size, prefix_cache_tokens,
-                                                         threads, child), daemon=True)
+                                                         threads, stop_at_eos, child), daemon=True)
     process.start()
     try:
         if not parent.poll(300):
@@ -122,6 +130,42 @@ def server(checkpoint: Path, batch_size: int, prefix_cache_tokens: int, threads:
         process.join(30)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def transformers_server(hf_dir: Path, threads: int, log_path: Path):
+    """Yield (base URL, pid) of `transformers serve --continuous-batching` serving `hf_dir`, in its own
+    process, its log written to log_path; stop it afterwards."""
+    cache = log_path.parent / "hf-cache"  # an empty hub cache: nothing to download, nothing of the user's read
+    cache.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "transformers.cli.transformers", "serve", "--host", "127.0.0.1", "--port",
+             str(port), "--continuous-batching", "--dtype", "float32", "--log-level", "info", str(hf_dir)],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=5).read()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"transformers serve did not start; its log: {log_path}")
+                time.sleep(0.5)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -133,10 +177,10 @@ def question(url: str, text: str) -> list[dict]:
                                          {"type": "text", "text": text}]}]
 
 
-def stream_once(client, messages, max_tokens):
+def stream_once(client, messages, max_tokens, model="bench"):
     """One streamed greedy completion: (latency s, time to first token s, text, usage)."""
     start, first, text, usage = time.perf_counter(), None, "", None
-    stream = client.chat.completions.create(model="bench", messages=messages, max_tokens=max_tokens,
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
                                             temperature=0, stream=True, stream_options={"include_usage": True})
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -148,10 +192,10 @@ def stream_once(client, messages, max_tokens):
     return end - start, (first or end) - start, text, usage
 
 
-def complete_once(client, messages, max_tokens):
+def complete_once(client, messages, max_tokens, model="bench"):
     """One plain (non-streamed) greedy completion, in stream_once's shape (TTFT = latency)."""
     start = time.perf_counter()
-    reply = client.chat.completions.create(model="bench", messages=messages, max_tokens=max_tokens, temperature=0)
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0)
     latency = time.perf_counter() - start
     return latency, latency, reply.choices[0].message.content, reply.usage
 
@@ -163,16 +207,23 @@ def percentile(values: list[float], q: float) -> float:
 
 def throughput_round(checkpoint, batch_size: int, clients: int, per_client: int, images, threads: int,
                      stream: bool) -> dict:
+    return client_round(lambda: server(checkpoint, batch_size, 8192, threads), clients, per_client, images, stream)
+
+
+def client_round(open_server, clients: int, per_client: int, images, stream: bool, model: str = "bench") -> dict:
+    """`clients` openai clients asking `per_client` questions each of the server `open_server()` starts."""
     ask = stream_once if stream else complete_once
-    with server(checkpoint, batch_size, 8192, threads) as (url, pid):
+    with open_server() as (url, pid):
         def client_run(k):
-            client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+            client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
             asked = [k * per_client + r for r in range(per_client)]  # question i is the same in every mode
             return [(i, ask(client, question(images[i % len(images)], f"question {i}: what is in the picture?"),
-                            MAX_TOKENS)) for i in asked]
+                            MAX_TOKENS, model)) for i in asked]
 
-        # A long-running server has the system prompt cached; start from that state in both modes.
-        stream_once(openai.OpenAI(base_url=url + "/v1", api_key="none"), question(images[0], "warm up"), 4)
+        # A long-running server has the system prompt cached and its first-request costs paid; start from
+        # that state in every mode.
+        stream_once(openai.OpenAI(base_url=url + "/v1", api_key="none", timeout=3600), question(images[0], "warm up"),
+                    4, model)
         cpu_before, start = cpu_seconds(pid), time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(clients) as pool:
             asked = [r for rs in pool.map(client_run, range(clients)) for r in rs]
@@ -251,6 +302,54 @@ def memory_growth(checkpoint, images, threads: int, total: int) -> tuple[int, in
         return after_50, rss_bytes(pid)
 
 
+# ---- against transformers serve -------------------------------------------------------------------------
+def against_transformers(checkpoint: Path, args, work: Path, images) -> list[str]:
+    """Both servers on the same weights and requests (ours: max_batch_size = clients), stopping at EOS."""
+    from vinstruct import load
+    from vinstruct.model.convert_hf_export import export_llava_hf
+
+    hf_dir = work / "llava-hf"
+    export_llava_hf(load(checkpoint), hf_dir)
+    log_path = work / "transformers-serve.log"
+    rows = {}
+    for clients in CLIENT_COUNTS:
+        for stream in (False, True):
+            print(f"against transformers serve: {clients} clients, stream={stream}", flush=True)
+            ours = client_round(lambda: server(checkpoint, clients, 8192, args.threads, stop_at_eos=True), clients,
+                                args.per_client, images, stream)
+            theirs = client_round(lambda: transformers_server(hf_dir, args.threads, log_path), clients,
+                                  args.per_client, images, stream, model=str(hf_dir))
+            rows[clients, stream] = ours, theirs
+    log = log_path.read_text(errors="replace").splitlines()
+    fallback = next((line.strip() for line in log if "does not support continuous batching" in line), None)
+    modes = [line.rsplit("CB:", 1)[1].strip() for line in log if "Request received" in line and "CB:" in line]
+    asked = equal = 0
+    for ours, theirs in rows.values():
+        for i, text in ours["texts"].items():
+            asked, equal = asked + 1, equal + (theirs["texts"].get(i) == text)
+    lines = [
+        "Against `transformers serve --continuous-batching` (transformers' own OpenAI-compatible server) serving "
+        "the llava-hf export of the same weights (`vinstruct convert --to llava-hf`), fp32, the same clients "
+        f"and image requests, both stopping at EOS (at most {MAX_TOKENS} tokens), greedy. What transformers did "
+        "with the requests, from its log: "
+        + (f"`{fallback}`" if fallback else "no fallback message")
+        + (f"; requests logged `CB: {', '.join(sorted(set(modes)))}` ({len(modes)} requests)." if modes else "."),
+        "",
+        "| server | clients | tokens/s | tokens per server CPU-s | latency p50 (s) | latency p95 (s) "
+        "| streamed tokens/s | TTFT p50 (s) | TTFT p95 (s) | vinstruct / transformers tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for clients in CLIENT_COUNTS:
+        (ours, theirs), (ours_s, theirs_s) = rows[clients, False], rows[clients, True]
+        for label, r, rs in (("`vinstruct serve`", ours, ours_s), ("`transformers serve`", theirs, theirs_s)):
+            ratio = f"**{ours['tok_s'] / theirs['tok_s']:.1f}x**" if r is ours else ""
+            lines.append(f"| {label} | {clients} | {r['tok_s']:.1f} | {r['tok_cpu_s']:.1f} | {r['p50']:.2f} | "
+                         f"{r['p95']:.2f} | {rs['tok_s']:.1f} | {rs['ttft50']:.2f} | {rs['ttft95']:.2f} | {ratio} |")
+    lines += ["", f"Goals: >= 1.5x tokens/s and a p95 time to first token no worse. Identical greedy answers: "
+              f"{equal} of {asked}.", ""]
+    return lines
+
+
 # ---- report --------------------------------------------------------------------------------------------
 def measure(size: str, args, tmp: Path) -> list[str]:
     name = SIZES[size]
@@ -299,6 +398,8 @@ def measure(size: str, args, tmp: Path) -> list[str]:
         f"recompute {recompute * 1000:.0f} ms: **{recompute / reuse:.1f}x** faster (goal >= 2x).",
         "",
     ]
+    if size in args.compare_sizes:
+        lines += against_transformers(checkpoint, args, tmp / f"{size}-hf", images)
     if size in args.memory_sizes:
         print(f"{name}: memory over {args.memory_requests} mixed requests", flush=True)
         after_50, after_all = memory_growth(checkpoint, images, args.threads, args.memory_requests)
@@ -312,11 +413,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, fewer requests (a smoke run)")
     parser.add_argument("--sizes", default="demo,tiny", help="comma-separated: demo, tiny (default: %(default)s)")
+    parser.add_argument("--compare", default="demo,tiny",
+                        help="sizes also measured against `transformers serve` ('' for none; default: %(default)s)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="torch threads in the server (default: every CPU, as `vinstruct serve`)")
     args = parser.parse_args(argv)
     args.rounds, args.per_client, args.trials = (1, 1, 2) if args.quick else (1, 2, 3)
-    args.memory_sizes, args.memory_requests = {"tiny"}, 200 if args.quick else 500
+    args.memory_sizes, args.memory_requests = ({"tiny"}, 200) if args.quick else ({"demo", "tiny"}, 500)
+    args.compare_sizes = set(args.compare.split(",")) if args.compare else set()
     torch.set_num_threads(args.threads)
     lines = [
         "## Serving (`benchmarks/bench_serve.py`)",
