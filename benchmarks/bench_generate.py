@@ -35,6 +35,10 @@ from vinstruct.generate.pipeline import GenerateOptions, generate
 from vinstruct.generate.prompts import PromptSet
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run_all import free_port, process_cpu_seconds  # noqa: E402
+
 SHAPES = ["circle", "square", "triangle", "star", "hexagon", "diamond"]
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "pink", "white"]
 
@@ -71,12 +75,6 @@ def write_annotations(root: Path, images: int, seed: int = 0) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class TeacherProcess:
     """`vinstruct teacher` in its own process, so that the server does not share our interpreter."""
 
@@ -96,9 +94,8 @@ class TeacherProcess:
                 time.sleep(0.1)
 
     def cpu_seconds(self) -> float:
-        """CPU time the server process has used so far (user + system), from /proc."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time the server process has used so far (user + system)."""
+        return process_cpu_seconds(self.proc.pid)
 
     def close(self) -> None:
         self.proc.terminate()

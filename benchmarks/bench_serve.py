@@ -29,7 +29,6 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run_all import machine, write_section  # noqa: E402
+from run_all import free_port, machine, process_cpu_seconds, write_section  # noqa: E402
 
 from vinstruct.model.build import build_model  # noqa: E402
 from vinstruct.model.io import save_model  # noqa: E402
@@ -130,12 +129,6 @@ def server(checkpoint: Path, batch_size: int, prefix_cache_tokens: int, threads:
         process.join(30)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def transformers_server(hf_dir: Path, threads: int, log_path: Path):
     """Yield (base URL, pid) of `transformers serve --continuous-batching` serving `hf_dir`, in its own
@@ -164,11 +157,6 @@ def transformers_server(hf_dir: Path, threads: int, log_path: Path):
     finally:
         process.terminate()
         process.wait(30)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- clients -------------------------------------------------------------------------------------------
@@ -224,10 +212,10 @@ def client_round(open_server, clients: int, per_client: int, images, stream: boo
         # that state in every mode.
         stream_once(openai.OpenAI(base_url=url + "/v1", api_key="none", timeout=3600), question(images[0], "warm up"),
                     4, model)
-        cpu_before, start = cpu_seconds(pid), time.perf_counter()
+        cpu_before, start = process_cpu_seconds(pid), time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(clients) as pool:
             asked = [r for rs in pool.map(client_run, range(clients)) for r in rs]
-        wall, cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu_before
+        wall, cpu = time.perf_counter() - start, process_cpu_seconds(pid) - cpu_before
     results = [r for _, r in asked]
     tokens = sum(r[3].completion_tokens for r in results)
     latencies, ttfts = [r[0] for r in results], [r[1] for r in results]

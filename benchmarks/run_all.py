@@ -38,6 +38,21 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a server started in another process."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_section(name: str, report: str) -> None:
     """Print a benchmark's markdown section and keep it as docs/results/NAME.md (RESULTS.md is assembled from these)."""
     print(report)
