@@ -97,7 +97,8 @@ def _serve_child(checkpoint: str, batch_size: int, prefix_cache_tokens: int, thr
 
     torch.set_num_threads(threads)
     model = load(checkpoint)
-    engine = Engine(model, max_batch_size=batch_size, prefix_cache_tokens=prefix_cache_tokens, eos_token_ids=None if stop_at_eos else [])
+    engine = Engine(model, max_batch_size=batch_size, prefix_cache_tokens=prefix_cache_tokens,
+                    eos_token_ids=None if stop_at_eos else [])
     app = create_app(Assistant(model, engine, name="bench"), ServerSettings())
     sock = bind_socket("127.0.0.1", 0)
     conn.send(sock.getsockname()[1])
