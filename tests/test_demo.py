@@ -107,3 +107,17 @@ def test_resuming_with_another_seed_is_refused_and_changes_nothing(demo):
     assert done.returncode != 0
     assert "seed: 0 -> 1" in done.stderr and "another --out" in done.stderr, done.stderr
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_stage2_batch_is_split_into_accumulated_micro_batches():
+    import dataclasses
+
+    from vinstruct.demo.pipeline import stage2_batching
+    from vinstruct.demo.settings import preset
+
+    assert stage2_batching(preset("default")) == {"per_device_batch_size": 8, "grad_accum": 2}
+    assert stage2_batching(preset("tiny")) == {"per_device_batch_size": 8, "grad_accum": 1}
+    uneven = dataclasses.replace(preset("default"), stage2_batch=12, stage2_micro_batch=8)
+    assert stage2_batching(uneven) == {"per_device_batch_size": 12, "grad_accum": 1}
+    whole = dataclasses.replace(preset("default"), stage2_micro_batch=0)
+    assert stage2_batching(whole) == {"per_device_batch_size": 16, "grad_accum": 1}

@@ -111,3 +111,30 @@ def test_partial_tuning_options_are_checked(train_config, overrides, message):
     stage = overrides.pop("stage", "finetune")
     with pytest.raises(VinstructError, match=message):
         run_training(train_config(stage, **overrides))
+
+
+def test_release_memory_every_k_steps_and_the_same_weights(train_config, monkeypatch, tmp_path):
+    """Trimming the C heap every K steps changes memory, never the weights."""
+    from vinstruct.train import loop
+
+    calls = []
+    monkeypatch.setattr(loop, "release_free_memory", lambda: calls.append(1) or True)
+    plain = run_training(train_config("finetune", max_steps=4, output_dir=str(tmp_path / "plain")))
+    assert calls == []
+    trimmed = run_training(train_config("finetune", max_steps=4, release_memory_every=2,
+                                        output_dir=str(tmp_path / "trimmed")))
+    assert len(calls) == 2
+    a, b = _weights(plain.checkpoint), _weights(trimmed.checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_release_memory_every_rejects_a_negative_count(train_config):
+    with pytest.raises(VinstructError, match="release_memory_every"):
+        run_training(train_config("finetune", release_memory_every=-1))
+
+
+def test_release_free_memory_runs_here():
+    from vinstruct.machine import release_free_memory
+
+    assert release_free_memory() in (True, False)
+    assert release_free_memory() is release_free_memory()  # the library is looked up once, the answer stable

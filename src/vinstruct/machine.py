@@ -1,4 +1,4 @@
-"""The name of the machine's CPU, for reports that say where a number was measured."""
+"""What the machine is and offers: its CPU's name, native bf16, handing freed memory back to the OS."""
 
 from __future__ import annotations
 
@@ -29,3 +29,30 @@ def bf16_is_fast(device: str = "cpu") -> bool:
                       if line.startswith("flags")), "")
     native = any(f" {flag}" in flags for flag in ("amx_bf16", "avx512_bf16"))
     return native and torch.backends.mkldnn.is_available()
+
+
+def release_free_memory() -> bool:
+    """Return the C heap's free pages to the OS (glibc `malloc_trim(0)`); False where there is none.
+
+    PyTorch's CPU tensors come from the C allocator. Activations of changing sizes (every batch has
+    its own length) leave freed blocks that glibc keeps mapped and often cannot reuse, so a training
+    process's resident memory grows step after step while its live tensors do not.
+    """
+    import ctypes
+    import ctypes.util
+
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            library = ctypes.CDLL(name) if name else None
+        except OSError:
+            library = None
+        _LIBC = library if library is not None and hasattr(library, "malloc_trim") else False
+    if not _LIBC:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
+
+
+_LIBC = None

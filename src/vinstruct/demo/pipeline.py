@@ -110,7 +110,7 @@ def make_base_models(paths: DemoPaths, s: DemoSettings, say) -> dict:
     from vinstruct.bootstrap.run import BootstrapSettings, run_bootstrap
 
     # The from-scratch LM (about a minute) is trained only when a model of this run is built on it.
-    settings = BootstrapSettings(seed=s.seed, train_lm=needs_scratch_lm(s))
+    settings = BootstrapSettings(seed=s.seed, train_lm=needs_scratch_lm(s), probe_pool=s.pool)
     settings.clip = dataclasses.replace(settings.clip, steps=s.clip_steps)
     settings.lm = dataclasses.replace(settings.lm, steps=s.lm_steps)
     report = run_bootstrap(paths.world, paths.base, settings, overwrite=True, say=say)
@@ -196,6 +196,14 @@ def _steps(steps: int, scale: float) -> int:
     return max(1, round(steps * scale))
 
 
+def stage2_batching(s: DemoSettings) -> dict:
+    """Micro-batch size and accumulation steps that make up stage 2's batch of `s.stage2_batch` samples."""
+    micro = max(1, min(s.stage2_micro_batch or s.stage2_batch, s.stage2_batch))
+    if s.stage2_batch % micro:
+        micro = s.stage2_batch  # an uneven split would change the batch; keep it whole
+    return {"per_device_batch_size": micro, "grad_accum": s.stage2_batch // micro}
+
+
 def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: Path | None) -> dict:
     """Stage 1 (unless skipped or shared) then stage 2; returns paths and timings."""
     from vinstruct.data.templates import DEFAULT_TEMPLATE
@@ -208,7 +216,7 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
     shared = {"vision": str(paths.base / "vision"), "llm": str(llm_dir(paths, s.llm)), "projector_type": recipe.projector,
               "vision_feature_layer": recipe.layer, "vision_feature_pool": s.pool, "num_threads": s.threads,
               "image_dir": str(paths.world), "seed": s.seed, "template": template,
-              "precision": resolved_precision(s)}
+              "precision": resolved_precision(s), "release_memory_every": s.release_memory_every}
     warm = s.projector_warm_start and recipe.projector == "mlp2x_gelu" and recipe.layer == -2
     if warm:
         shared["projector_file"] = str(paths.warm_projector)
@@ -226,9 +234,9 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
     data = paths.stage2_mix if recipe.stage2_data == "instruct" else paths.caption_only_data
     overrides = {"data": str(data), "output_dir": str(run_dir / "stage2"),
                  "max_steps": _steps(s.stage2_steps, recipe.scale), "lr": s.stage2_lr,
-                 "per_device_batch_size": s.stage2_batch, "num_threads": s.threads, "image_dir": str(paths.world),
+                 "num_threads": s.threads, "image_dir": str(paths.world), **stage2_batching(s),
                  "seed": s.seed, "eval_every": 0, "llm_train_layers": s.stage2_llm_layers,
-                 "precision": shared["precision"],
+                 "precision": shared["precision"], "release_memory_every": s.release_memory_every,
                  # Partial tuning keeps the projector as stage 1 left it: the backward pass then stops at
                  # the lowest tuned layer (about twice the steps per minute of tuning everything).
                  "train_projector": s.stage2_llm_layers == 0}

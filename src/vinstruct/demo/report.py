@@ -96,7 +96,9 @@ def _base_section(paths) -> str:
     if probe:
         chance = vision.get("probe_majority") or {}
         items = ", ".join(f"{k} {_fmt(v)} % (majority class {_fmt(chance.get(k))} %)" for k, v in probe.items())
-        lines.append(f"- Linear probes on the pooled patch features stage 1 reads (held-out objects): {items}.")
+        pool = vision.get("probe_pool")
+        grid = f" (patch grid average-pooled by {pool})" if pool and pool > 1 else ""
+        lines.append(f"- Linear probes on the patch features the projector reads{grid}, held-out objects: {items}.")
     if lm:
         qa = lm.get("text_qa_val")
         told = f"; answers {_fmt(qa)} % of held-out questions right when told the scene in words" if qa is not None else ""

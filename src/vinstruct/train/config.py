@@ -72,6 +72,10 @@ class TrainConfig:
     cache_vision_features: bool = False
     num_threads: int = 0  # 0: leave torch's default
     num_workers: int = 0
+    # CPU runs: hand the pages of freed activations back to the OS every K optimizer steps (glibc's
+    # malloc_trim; 0: never). Batches of changing length leave the allocator holding gigabytes it
+    # cannot reuse; trimming caps that at a small cost in page faults.
+    release_memory_every: int = 0
     # ---- partial tuning (stage 2): only the LLM's top layers, optionally with the projector frozen
     llm_train_layers: int = 0  # 0: every LLM parameter; K: the top K decoder layers + final norm
     train_projector: bool = True  # false: the projector keeps its stage-1 weights in stage 2
@@ -128,6 +132,9 @@ class TrainConfig:
         for key in ("per_device_batch_size", "grad_accum", "keep_last", "group_window"):
             if getattr(self, key) < 1:
                 raise VinstructError(f"{where}: {key} must be at least 1, got {getattr(self, key)}")
+        if self.release_memory_every < 0:
+            raise VinstructError(f"{where}: release_memory_every must be 0 (never) or a number of steps, "
+                                 f"got {self.release_memory_every}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise VinstructError(f"{where}: set epochs > 0 or max_steps > 0")
         if self.deepspeed_config and self.strategy not in ("auto", "deepspeed"):

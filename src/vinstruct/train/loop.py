@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from vinstruct.data.formats import write_json
 from vinstruct.errors import VinstructError
+from vinstruct.machine import release_free_memory
 from vinstruct.train import checkpoint as ckpt
 from vinstruct.train import lora as lora_mod
 from vinstruct.train.config import TrainConfig, as_config
@@ -236,6 +237,8 @@ class _Trainer:
             loss, grad_norm = self._one_step(step, micro, optimizer, scheduler, window)
             bar.update(1)
             done = step + 1
+            if c.release_memory_every and done % c.release_memory_every == 0 and self.env.device.type == "cpu":
+                release_free_memory()
             if done % c.log_every == 0 or done == total:
                 row = self._log_row(done, loss, grad_norm, scheduler, window)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}",
