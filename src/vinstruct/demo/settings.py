@@ -35,9 +35,9 @@ class DemoSettings:
     llm: str = "packaged"
     projector_warm_start: bool = True  # packaged LM only (vinstruct.bootstrap.projector_init)
     # stage 1 / stage 2 (vinstruct.train.TrainConfig overrides), in optimizer steps
-    # Vision patch grid pooling: 1 keeps the encoder's 8x8 grid (64 image tokens), 2 averages it to 4x4 (16).
-    # 64 tokens scored 3.6 points more exact QA for 16 % more stage-2 time (docs/results/demo_quality.md).
-    pool: int = 1
+    # Vision patch grid pooling: 2 averages the encoder's 8x8 grid to 4x4 (16 image tokens). 64 tokens (pool 1)
+    # scored within noise of 16 in the full recipe (53.1 vs 52.8 %) for 10 more minutes (docs/results/demo_quality.md).
+    pool: int = 2
     stage1_steps: int = 60
     stage1_lr: float = 2e-3
     stage1_batch: int = 16
@@ -88,11 +88,11 @@ ALL_ABLATIONS = ("no_stage1", "caption_only", "scratch_lm", "no_warm_start", "li
 
 PRESETS = {
     "default": DemoSettings(name="default", images=2000),
-    "quick": DemoSettings(name="quick", images=600, pool=2, clip_steps=250, lm_steps=200, stage1_steps=20, stage2_steps=12,
+    "quick": DemoSettings(name="quick", images=600, stage2_micro_batch=16, clip_steps=250, lm_steps=200, stage1_steps=20, stage2_steps=12,
                           stage2_instruct=60, stage2_sqa=60, eval_images=30, pope_images=20, bench_images=4),
     # Smoke size for the test suite: every step runs, nothing is expected to be learnt. The bootstrapped
     # LM keeps it fast and needs no package.
-    "tiny": DemoSettings(name="tiny", images=40, pool=2, clip_steps=4, lm_steps=4, captions_per_image=1, llm="scratch",
+    "tiny": DemoSettings(name="tiny", images=40, clip_steps=4, lm_steps=4, captions_per_image=1, llm="scratch",
                          stage1_steps=2, stage1_lr=1e-2, stage2_steps=2, stage2_lr=1e-3, stage2_batch=8, precision="fp32",
                          stage2_llm_layers=0, stage2_instruct=32, stage2_sqa=32, eval_images=4, pope_images=4, bench_images=2,
                          examples=2),
