@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 from pathlib import Path
 
@@ -38,21 +39,22 @@ def release_free_memory() -> bool:
     its own length) leave freed blocks that glibc keeps mapped and often cannot reuse, so a training
     process's resident memory grows step after step while its live tensors do not.
     """
-    import ctypes
-    import ctypes.util
-
-    global _LIBC
-    if _LIBC is None:
-        name = ctypes.util.find_library("c")
-        try:
-            library = ctypes.CDLL(name) if name else None
-        except OSError:
-            library = None
-        _LIBC = library if library is not None and hasattr(library, "malloc_trim") else False
-    if not _LIBC:
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    _LIBC.malloc_trim(0)
+    trim(0)
     return True
 
 
-_LIBC = None
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, looked up once; None on a C library without it (musl, macOS, Windows)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        library = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return getattr(library, "malloc_trim", None)
