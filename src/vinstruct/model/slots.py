@@ -91,14 +91,25 @@ class SlotCache(DynamicCache):
         self._rows = torch.arange(first, first + write.shape[0], device=self.device).unsqueeze(1)
         self._write = write
         self._span = span
+        # One row writing consecutive times (a single sequence's prefill or decode step): a plain slice
+        # copy, much cheaper than the scatter the general case needs.
+        self._slice = None
+        if write.shape[0] == 1:
+            begin = int(write[0, 0])
+            if bool((write[0] == torch.arange(begin, begin + write.shape[1], device=write.device)).all()):
+                self._slice = slice(begin, begin + write.shape[1])
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         k, v = self.keys[layer_idx], self.values[layer_idx]
         if key_states.shape[1] != k.shape[1] or key_states.shape[3] != k.shape[3]:
             raise ValueError(f"the model's keys are {list(key_states.shape)}, the cache was laid out for "
                              f"{k.shape[1]} heads x {k.shape[3]} dims")
-        k[self._rows, :, self._write] = key_states.transpose(1, 2).to(k.dtype)
-        v[self._rows, :, self._write] = value_states.transpose(1, 2).to(v.dtype)
+        if self._slice is not None:
+            k[self._first, :, self._slice] = key_states[0]
+            v[self._first, :, self._slice] = value_states[0]
+        else:
+            k[self._rows, :, self._write] = key_states.transpose(1, 2).to(k.dtype)
+            v[self._rows, :, self._write] = value_states.transpose(1, 2).to(v.dtype)
         rows = slice(self._first, self._first + self._rows.shape[0])
         return k[rows, :, : self._span], v[rows, :, : self._span]
 
