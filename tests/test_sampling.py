@@ -62,3 +62,50 @@ def test_out_of_range_parameters_are_refused_naming_the_field(change, words):
     with pytest.raises(VinstructError, match=words):
         SamplingParams(**change).check()
     SamplingParams().check()  # the defaults are fine
+
+
+class _CharTokenizer:
+    """Token id = one character's code point (enough to drive the text and stop-string logic)."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(map(chr, ids))
+
+
+def _longest_open_tail(text: str, stops: list[str]) -> int:
+    return max([n for stop in stops for n in range(1, min(len(stop), len(text) + 1)) if text.endswith(stop[:n])],
+               default=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("ab<|", min_size=1, max_size=40), st.lists(st.text("ab<|", min_size=1, max_size=6), min_size=1, max_size=3))
+def test_streamed_text_holds_back_exactly_what_could_start_a_stop_string(reply, stops):
+    from vinstruct.model.sampling import RowState
+
+    state = RowState(_CharTokenizer(), SamplingParams(max_new_tokens=len(reply), stop=stops), set())
+    sent = ""
+    for char in reply:
+        state.push(ord(char))
+        sent += state.new_text()
+        if state.finish_reason:
+            break
+        # Everything is sent except the longest tail that may still grow into a stop string.
+        assert len(state.text) - len(sent) == _longest_open_tail(state.text, stops)
+    assert state.text.startswith(sent) and sent == state.text  # nothing sent is ever taken back
+    assert not any(stop in state.text for stop in stops)
+
+
+def test_a_tail_with_too_many_candidate_starts_is_held_back_whole():
+    from vinstruct.model.sampling import RowState
+
+    # Every "a" could start the stop string; checking each is what the bound avoids, so the whole tail
+    # that might hold a start waits (more than strictly needed, never less), and is sent at the end.
+    stop = "a" * 200 + "b"
+    reply = "a" * 100 + "c" + "a" * 50
+    state = RowState(_CharTokenizer(), SamplingParams(max_new_tokens=len(reply), stop=[stop]), set())
+    sent = ""
+    for char in reply:
+        state.push(ord(char))
+        sent += state.new_text()
+        if not state.finish_reason:
+            assert len(state.text) - len(sent) >= _longest_open_tail(state.text, [stop])
+    assert sent == reply and state.finish_reason == "length"

@@ -158,7 +158,6 @@ class RowState:
         self.text = ""
         self.emitted = 0
         self.finish_reason: str | None = None
-        self.holdback = max((len(s) for s in params.stop), default=1) - 1
         self._window = 0  # ids[_window:_read] decode to the text's tail already in self.text
         self._read = 0
 
@@ -201,7 +200,30 @@ class RowState:
 
     def new_text(self) -> str:
         """Text that is now final: everything but a tail that might start a stop string."""
-        end = len(self.text) if self.finish_reason else max(self.emitted, len(self.text) - self.holdback)
+        end = len(self.text) if self.finish_reason else max(self.emitted, len(self.text) - self._open_tail())
         delta = self.text[self.emitted:end]
         self.emitted = end
         return delta
+
+    # A tail with more candidate starts than this (e.g. "aaaa..." against a stop "aaaa...b") is held back
+    # whole rather than checked start by start: bounded work per token whatever the stop strings.
+    MAX_TAIL_CANDIDATES = 64
+
+    def _open_tail(self) -> int:
+        """Length of the longest tail of the text that is the beginning of a stop string (it may still become
+        one, so it must not be sent yet). Only that is held back: a reply whose text cannot start a stop
+        string streams at once, rather than a stop string's length behind."""
+        text, held = self.text, 0
+        for stop in self.params.stop:
+            begin = max(0, len(text) - len(stop) + 1)
+            start, candidates = text.find(stop[0], begin), 0
+            while start != -1 and len(text) - start > held:
+                candidates += 1
+                if candidates > self.MAX_TAIL_CANDIDATES:
+                    held = max(held, len(text) - begin)
+                    break
+                if stop.startswith(text[start:]):
+                    held = len(text) - start
+                    break
+                start = text.find(stop[0], start + 1)
+        return held
