@@ -11,8 +11,9 @@ def add_engine_options(parser) -> None:
     group.add_argument("--max-batch-size", type=int, default=8, metavar="N",
                        help="sequences decoded together in one step (default: %(default)s)")
     group.add_argument("--prefix-cache-tokens", type=int, default=8192, metavar="N",
-                       help="tokens of finished conversations kept to reuse on their next turn; 0 turns reuse "
-                            "off (default: %(default)s)")
+                       help="tokens of finished conversations kept to reuse on their next turn, in blocks of 16; "
+                            "their keys/values are reserved whole at the first finished reply; 0 turns reuse off "
+                            "(default: %(default)s)")
     group.add_argument("--kv-tokens", type=int, default=None, metavar="N",
                        help="key/value cache budget in token slots (rows x longest request); requests that do "
                             "not fit wait, one that never could is refused (default: max batch x context)")

@@ -203,9 +203,10 @@ class Decoder:
         return finished
 
     # ---- leaving --------------------------------------------------------------------------------
-    def kv(self, seq: Sequence) -> LayerKV:
-        """A copy of a running sequence's keys/values ([1, heads, tokens fed, dim] per layer)."""
-        return self.cache.read_row(next(i for i, s in enumerate(self.rows) if s is seq), len(seq.fed))
+    def kv(self, seq: Sequence, copy: bool = True) -> LayerKV:
+        """A running sequence's keys/values ([1, heads, tokens fed, dim] per layer): a copy, or views of its
+        slot (valid only until the batch next changes)."""
+        return self.cache.read_row(next(i for i, s in enumerate(self.rows) if s is seq), len(seq.fed), copy)
 
     def remove(self, leaving: list[Sequence]) -> None:
         """Take sequences out of the batch; the last rows move into the freed slots (rows stay contiguous)."""

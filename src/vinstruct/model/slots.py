@@ -122,10 +122,10 @@ class SlotCache(DynamicCache):
             self.keys[layer][slot, :, :length] = k[0, :, :length]
             self.values[layer][slot, :, :length] = v[0, :, :length]
 
-    def read_row(self, slot: int, length: int) -> LayerKV:
-        """A copy of one slot's first `length` tokens: [1, heads, length, dim] per layer."""
-        return [(k[slot:slot + 1, :, :length].clone(), v[slot:slot + 1, :, :length].clone())
-                for k, v in zip(self.keys, self.values)]
+    def read_row(self, slot: int, length: int, copy: bool = True) -> LayerKV:
+        """One slot's first `length` tokens, [1, heads, length, dim] per layer: a copy, or views."""
+        rows = [(k[slot:slot + 1, :, :length], v[slot:slot + 1, :, :length]) for k, v in zip(self.keys, self.values)]
+        return [(k.clone(), v.clone()) for k, v in rows] if copy else rows
 
     def move_row(self, source: int, target: int, length: int) -> None:
         """Copy a slot's first `length` tokens into another slot (compaction when a row leaves)."""

@@ -12,7 +12,9 @@ import torch
 from vinstruct.data.encoding import EncodingSpec
 from vinstruct.data.templates import get_template
 from vinstruct.model.generation import SamplingParams
+from vinstruct.model.slots import kv_geometry
 from vinstruct.serve.conversation import prompt_ids
+from vinstruct.serve.prefix import BLOCK
 from vinstruct.serve.engine import Engine, RequestHandle
 
 
@@ -53,7 +55,8 @@ class Assistant:
         e = self.engine
         return (f"{torch.get_num_threads()} CPU threads (of {available_cpus()} available; --threads to change), "
                 f"up to {e.max_batch_size} sequences per step, KV budget {e.kv_tokens} token slots, "
-                f"prefix cache {e.prefix_store.max_tokens} tokens")
+                f"prefix cache {e.prefix_store.max_tokens} tokens ({prefix_mib(self.model, e.prefix_store)} MiB, "
+                f"reserved at the first finished reply)")
 
     @property
     def context_length(self) -> int:
@@ -78,3 +81,10 @@ class Assistant:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def prefix_mib(model, store) -> int:
+    """The prefix cache's memory once reserved: its blocks x key/value bytes per token."""
+    layers, kv_heads, head_dim = kv_geometry(model.llm.config)
+    per_token = 2 * layers * kv_heads * head_dim * torch.empty((), dtype=model.dtype).element_size()
+    return round(store.blocks * BLOCK * per_token / 2**20)

@@ -283,7 +283,7 @@ class Engine:
     def _finished(self, row: Row) -> None:
         """A sequence is done (its slot still intact): keep its cache for the next turn, hand over the result."""
         if self.prefix_store.max_tokens > 0:
-            self.prefix_store.insert(row.fed, row.tag.image_keys, self.decoder.kv(row))
+            self.prefix_store.insert(row.fed, row.tag.image_keys, self.decoder.kv(row, copy=False))  # it copies
         self.stats.finished += 1
         row.tag._text(row.state.new_text())
         row.tag._finish(self._generation(row, row.state.finish_reason))

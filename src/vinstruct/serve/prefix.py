@@ -9,6 +9,12 @@ image is not encoded again and the earlier turns are not recomputed.
 Image slots are runs of one placeholder id, so equal ids do not mean equal
 inputs: a match stops before the first image whose fingerprint differs, and
 never ends inside an image (its features are spliced in whole).
+
+The keys and values live in one pool of fixed-size blocks, allocated whole when
+the first sequence is stored: the store's memory is its bound from then on, and
+entries of every length come and go without the allocator seeing a new size (a
+store of separate tensors grew the server's resident memory long after the
+store itself had stopped growing).
 """
 
 from __future__ import annotations
@@ -35,11 +41,20 @@ def image_starts(ids: Sequence[int], image_token_id: int, tokens_per_image: int)
     return slots[::tokens_per_image] if tokens_per_image else []
 
 
+# Tokens per block of the pool.
+BLOCK = 16
+
+
 @dataclass
 class _Entry:
-    ids: torch.Tensor  # [length] token ids whose keys/values `kv` holds
+    ids: torch.Tensor  # [length] token ids whose keys/values the blocks hold
     images: tuple[str, ...]
-    kv: LayerKV  # [1, heads, length, dim] per layer
+    blocks: list[int]  # pool blocks holding tokens 0..15, 16..31, ... of the entry
+
+    def token_index(self, length: int) -> torch.Tensor:
+        """Pool token positions of the entry's first `length` tokens."""
+        starts = torch.tensor(self.blocks, dtype=torch.long).unsqueeze(1) * BLOCK
+        return (starts + torch.arange(BLOCK)).flatten()[:length]
 
 
 @dataclass
@@ -58,9 +73,26 @@ class PrefixStore:
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._next_key = 0
         self.tokens = 0
+        self.blocks = max_tokens // BLOCK
+        self._free: list[int] = list(range(self.blocks))
+        self._keys: list[torch.Tensor] = []  # per layer [kv_heads, blocks * BLOCK, dim], once the first entry comes
+        self._values: list[torch.Tensor] = []
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """Memory the pool holds (0 until the first entry)."""
+        return sum(t.numel() * t.element_size() for t in self._keys + self._values)
+
+    def _allocate(self, kv: LayerKV) -> None:
+        _, heads, _, dim = kv[0][0].shape
+        like = kv[0][0]
+        # Zeros, so the pages are committed now: the resident size is the bound from the first entry on.
+        self._keys = [torch.zeros((heads, self.blocks * BLOCK, dim), dtype=like.dtype, device=like.device)
+                      for _ in kv]
+        self._values = [torch.zeros_like(k) for k in self._keys]
 
     def _usable_length(self, entry: _Entry, ids: torch.Tensor, images: Sequence[str]) -> int:
         n = min(len(entry.ids), len(ids))
@@ -87,21 +119,31 @@ class PrefixStore:
         if best_key is None:
             return PrefixHit(0, None)
         self._entries.move_to_end(best_key)
-        kv = self._entries[best_key].kv
-        return PrefixHit(best, [(k[:, :, :best], v[:, :, :best]) for k, v in kv])
+        index = self._entries[best_key].token_index(best).to(self._keys[0].device)
+        return PrefixHit(best, [(k.index_select(1, index).unsqueeze(0), v.index_select(1, index).unsqueeze(0))
+                                for k, v in zip(self._keys, self._values)])
 
     def insert(self, ids: Sequence[int], images: Sequence[str], kv: LayerKV) -> None:
-        if not ids or len(ids) > self.max_tokens:
+        """Keep a finished sequence's keys/values ([1, heads, >= len(ids), dim] per layer) for `ids`."""
+        needed = -(-len(ids) // BLOCK)
+        if not ids or needed > self.blocks:
             return
-        entry = _Entry(torch.tensor(list(ids), dtype=torch.long), tuple(images), kv)
+        if not self._keys:
+            self._allocate(kv)
+        entry = _Entry(torch.tensor(list(ids), dtype=torch.long), tuple(images), [])
         # An entry that the new one extends (same images, ids a prefix) is now redundant.
         for key in [k for k, e in self._entries.items() if self._covers(entry, e)]:
             self._remove(key)
+        while len(self._free) < needed:  # least recently used first
+            self._remove(next(iter(self._entries)))
+        entry.blocks = [self._free.pop() for _ in range(needed)]
+        index = entry.token_index(len(ids)).to(self._keys[0].device)
+        for (k, v), pool_k, pool_v in zip(kv, self._keys, self._values):
+            pool_k.index_copy_(1, index, k[0, :, :len(ids)].to(pool_k.dtype))
+            pool_v.index_copy_(1, index, v[0, :, :len(ids)].to(pool_v.dtype))
         self._entries[self._next_key] = entry
         self._next_key += 1
         self.tokens += len(entry.ids)
-        while self.tokens > self.max_tokens:
-            self._remove(next(iter(self._entries)))
 
     def _covers(self, longer: _Entry, shorter: _Entry) -> bool:
         n = len(shorter.ids)
@@ -112,8 +154,12 @@ class PrefixStore:
         )
 
     def _remove(self, key: int) -> None:
-        self.tokens -= len(self._entries.pop(key).ids)
+        entry = self._entries.pop(key)
+        self.tokens -= len(entry.ids)
+        self._free.extend(entry.blocks)
 
     def clear(self) -> None:
+        """Forget every entry (the pool stays allocated)."""
         self._entries.clear()
         self.tokens = 0
+        self._free = list(range(self.blocks))
