@@ -269,3 +269,29 @@ def test_a_request_whose_sampling_fails_mid_reply_leaves_and_the_others_finish(t
             failing.result(timeout=60)
         assert [h.result(timeout=60).token_ids for h in handles] == expected
         assert engine.stats.max_batch == 4
+
+
+def test_freed_memory_is_handed_back_each_time_the_engine_goes_idle_and_not_while_busy(tiny_model, color_images,
+                                                                                          monkeypatch):
+    import vinstruct.serve.engine as engine_module
+
+    model = tiny_model.eval()
+    trims, busy_when_trimmed = [], []
+    monkeypatch.setattr(engine_module, "release_free_memory", lambda: trims.append(1) or True)
+    ids, pixels = _prompts(model, color_images)[0]
+    with Engine(model, eos_token_ids=[]) as engine:
+        original_step = engine.decoder.step
+
+        def step():  # record whether a trim ever happens while a row is running
+            busy_when_trimmed.append(len(trims))
+            return original_step()
+
+        engine.decoder.step = step
+        engine.submit(ids, pixels, SamplingParams(max_new_tokens=6)).result()
+        engine.submit(ids, pixels, SamplingParams(max_new_tokens=6)).result()
+        for _ in range(1000):  # the second trim follows the second result
+            if len(trims) >= 2:
+                break
+            threading.Event().wait(0.01)
+    assert len(trims) == 2  # once after each request, none at start-up
+    assert busy_when_trimmed == [0] * 5 + [1] * 5  # never while a request was decoding

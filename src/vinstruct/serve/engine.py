@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from vinstruct.errors import VinstructError
+from vinstruct.machine import release_free_memory
 from vinstruct.model.decoding import Decoder, Sequence as Row
 from vinstruct.model.generation import Generation, RowState, SamplingParams, default_eos_ids, pad_token_id, \
     seeded_generator
@@ -173,10 +174,21 @@ class Engine:
             self._schedule()
 
     def _schedule(self) -> None:
+        worked = False
         while True:
+            if worked and not self.decoder.rows:
+                with self._wakeup:
+                    idle = not self._waiting
+                if idle:
+                    # Going idle: hand the pages of freed buffers (prefills of every length, a slot cache
+                    # grown for a longer request) back to the OS, so a long-running server's resident size
+                    # follows what it holds. Outside the lock and only when idle: no request waits for it.
+                    release_free_memory()
+                    worked = False
             with self._wakeup:
                 while not self._stopping and not self._waiting and not self.decoder.rows:
                     self._wakeup.wait()
+                worked = True
                 if self._stopping:
                     break
                 admitted = self._take_waiting()
