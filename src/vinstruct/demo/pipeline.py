@@ -94,7 +94,7 @@ def make_warm_projector(paths: DemoPaths, s: DemoSettings, say) -> dict:
 
     model = build_model(str(paths.base / "vision"), str(paths.packaged_lm), vision_feature_pool=s.pool,
                         template="chatml")
-    figures = warm_start_projector(model, paths.world, "train", seed=s.seed, say=say)
+    figures = warm_start_projector(model, paths.world, "train", steps=s.warm_start_steps, seed=s.seed, say=say)
     save_projector_file(model, paths.warm_projector)
     return figures
 

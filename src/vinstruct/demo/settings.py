@@ -34,6 +34,7 @@ class DemoSettings:
     # base LM: "packaged" (SmolLM2-135M-Instruct from its pip package) or "scratch" (bootstrapped)
     llm: str = "packaged"
     projector_warm_start: bool = True  # packaged LM only (vinstruct.bootstrap.projector_init)
+    warm_start_steps: int = 1500  # its optimizer steps (batches of 1024 region tokens)
     # stage 1 / stage 2 (vinstruct.train.TrainConfig overrides), in optimizer steps
     # Vision patch grid pooling: 2 averages the encoder's 8x8 grid to 4x4 (16 image tokens). 64 tokens (pool 1)
     # scored within noise of 16 in the full recipe (53.1 vs 52.8 %) for 10 more minutes (docs/results/demo_quality.md).
