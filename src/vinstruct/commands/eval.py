@@ -64,7 +64,8 @@ def configure(parser) -> None:
     parser.add_argument("--conv-mode", default=None, help="chat template (default: the model's own)")
     parser.add_argument("--no-blind", action="store_true", help="world: skip the image-blind baseline")
     parser.add_argument("--answer-hint", default="",
-                        help='world: text appended to each question, e.g. "Answer with one word or number."')
+                        help='world, pope: a line added under each question, e.g. "Answer the question using '
+                             'a single word or phrase." (LLaVA-1.5\'s short-answer prompt)')
     parser.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL of the judge (…/v1)")
     parser.add_argument("--judge-model", default=None, help="judge model name")
     parser.add_argument("--judge-key", default=None, help="API key (default: $OPENAI_API_KEY)")

@@ -312,7 +312,8 @@ def chat_transcript(model_dir: str, paths: DemoPaths, s: DemoSettings) -> dict:
 
 
 def eval_hint(s: DemoSettings) -> str:
-    """Exact questions are asked with the short-answer prompt that stage 2's VQA data teaches."""
+    """Exact questions (world QA, POPE) are asked with the short-answer prompt that stage 2's VQA data
+    teaches, on its own line as there."""
     from vinstruct.world.vqa import SHORT_ANSWER_PROMPT
 
     return SHORT_ANSWER_PROMPT if s.vqa_turns else ""

@@ -27,7 +27,7 @@ from vinstruct.data.coco import CocoImage, CocoSet
 from vinstruct.data.formats import load_questions, read_jsonl, write_jsonl
 from vinstruct.errors import VinstructError
 from vinstruct.eval import exact, report
-from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model
+from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model, with_hint
 from vinstruct.eval.scene import SceneObject, WorldInfo, objects_of_image, with_article
 
 # Appended to every question when given (LLaVA-1.5 style short-answer prompt); empty by default
@@ -115,7 +115,7 @@ def build_questions(world_dir: str | os.PathLike, split: str, out_dir: str | os.
         for index, (kind, text, answer, unseen) in enumerate(questions_for_image(image, world, seed)):
             qid = f"{image.id}-{index}"
             questions.append({"question_id": qid, "image": image.file_name,
-                              "text": f"{text} {answer_hint}".strip(), "category": kind})
+                              "text": with_hint(text, answer_hint), "category": kind})
             gold.append({"question_id": qid, "answer": answer, "type": kind, "unseen": unseen, "image_id": image.id})
     if not questions:
         raise VinstructError(f"{world_dir}: split {split!r} has no annotated objects to ask about")
