@@ -86,6 +86,15 @@ def test_lean_forward_steps_aside_for_what_it_cannot_vouch_for(tiny_model):
     assert LeanForward.build(llm) is None
     llm.model.layers[0].self_attn.q_proj = original
 
+    class PatchedLayer(type(llm.model.layers[0])):  # e.g. what a wrapper library substitutes
+        pass
+
+    real_class = type(llm.model.layers[0])
+    llm.model.layers[0].__class__ = PatchedLayer
+    assert "decoder layer class" in unsupported_reason(llm)
+    llm.model.layers[0].__class__ = real_class
+    assert unsupported_reason(llm) is None
+
     mistral = MistralForCausalLM(MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
                                                num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
     assert "architecture" in unsupported_reason(mistral)

@@ -27,6 +27,7 @@ from torch import nn
 
 # Architectures whose decoder layer is Llama's (pre-norm RMSNorm, rotary q/k, SiLU-gated MLP).
 SUPPORTED_TYPES = ("llama", "qwen2")
+DECODER_LAYERS = ("LlamaDecoderLayer", "Qwen2DecoderLayer")
 # Rotary variants whose frequencies do not depend on the sequence length (read from the model's buffer).
 STATIC_ROPE = ("default", "linear", "llama3")
 
@@ -56,10 +57,15 @@ def unsupported_reason(llm) -> str | None:
         if module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook"):
             return f"a hook on {name or 'the model'}"
     for layer in inner.layers:
+        # The exact transformers classes: a wrapper (FSDP, a compiled or patched layer) gets the plain forward.
+        if type(layer).__name__ not in DECODER_LAYERS:
+            return f"decoder layer class {type(layer).__name__}"
         attn, mlp = layer.self_attn, layer.mlp
         linears = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
         if any(type(m) is not nn.Linear for m in linears):  # an adapter (LoRA) or a quantised layer
             return "a decoder layer whose projections are not plain linear layers"
+        if any(type(m.weight.data) is not torch.Tensor for m in linears):  # sharded (DTensor) or quantised weights
+            return "decoder weights that are not plain tensors"
     if type(llm.lm_head) is not nn.Linear:
         return "a language-model head that is not a plain linear layer"
     return None
