@@ -101,23 +101,9 @@ def existence_questions(objects, rng) -> list[Question]:
     return out
 
 
-def presence_questions(objects, rng) -> list[Question]:
-    """Is a kind of shape there at all: one present shape, one absent one. The plain object-presence
-    question that hallucination benchmarks (POPE) ask, which the colour-and-shape existence questions
-    above never pose on their own."""
-    present = sorted({o.shape for o in objects})
-    out = [Question("presence", f"Is there {article(shape)} {shape} in the image?", "yes")
-           for shape in [present[int(rng.integers(len(present)))]]]
-    absent = [s for s in SHAPES if s not in present]
-    if absent:
-        shape = absent[int(rng.integers(len(absent)))]
-        out.append(Question("presence", f"Is there {article(shape)} {shape} in the image?", "no"))
-    return out
-
-
 def scene_questions(objects: Sequence[ObjectView], image_size: int, rng: np.random.Generator) -> list[Question]:
     """Every kind of exact question this scene allows (a few per kind)."""
     objects = list(objects)
     return (count_questions(objects, rng) + attribute_questions(objects, rng)
             + position_questions(objects, image_size, rng) + relation_questions(objects, image_size, rng)
-            + existence_questions(objects, rng) + presence_questions(objects, rng))
+            + existence_questions(objects, rng))
