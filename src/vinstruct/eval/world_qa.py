@@ -30,7 +30,7 @@ from vinstruct.eval import exact, report
 from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model, with_hint
 from vinstruct.eval.scene import SceneObject, WorldInfo, objects_of_image, with_article
 
-# Appended to every question when given (LLaVA-1.5 style short-answer prompt); empty by default
+# Put under every question, on its own line, when given (LLaVA-1.5 style short-answer prompt); empty by default
 # because the world's instruction data already answers exact questions with the short answer first.
 ANSWER_HINT = ""
 

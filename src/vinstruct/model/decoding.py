@@ -163,17 +163,18 @@ class Decoder:
         scratch = self.cache.time - 1
         self.cache.bind(first, torch.where(real, times, scratch), int((starts + lengths).max()))
         span = self.cache._span
-        visible = torch.arange(span, device=self.device) <= times.clamp(min=0).unsqueeze(-1)  # [rows, width, span]
+        positions = times.clamp(min=0)
+        visible = torch.arange(span, device=self.device) <= positions.unsqueeze(-1)  # [rows, width, span]
         mask = visible.unsqueeze(1)
-        if self.lean is not None and "forward" not in vars(self.llm):  # (a forward replaced since is called)
+        if self.lean is not None and "forward" not in vars(self.llm):  # a forward replaced on the LM is called
             # A decode step of one sequence sees its whole cache: no mask. On a CPU the attention kernel then
             # computes exactly what it computes with an all-visible mask (checked in the tests), only faster.
             everything = width == 1 and embeds.shape[0] == 1 and self.device.type == "cpu"
-            return self.lean(embeds, None if everything else mask, times.clamp(min=0), self.cache)
+            return self.lean(embeds, None if everything else mask, positions, self.cache)
         if not self._boolean_mask:
             mask = torch.zeros(mask.shape, dtype=embeds.dtype, device=self.device).masked_fill(
                 ~mask, torch.finfo(embeds.dtype).min)
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=times.clamp(min=0),
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                        past_key_values=self.cache, use_cache=True, **self._keep_last)
         return out.logits[:, -1, :]
 

@@ -86,5 +86,5 @@ class Assistant:
 def prefix_mib(model, store) -> int:
     """The prefix cache's memory once reserved: its blocks x key/value bytes per token."""
     layers, kv_heads, head_dim = kv_geometry(model.llm.config)
-    per_token = 2 * layers * kv_heads * head_dim * torch.empty((), dtype=model.dtype).element_size()
+    per_token = 2 * layers * kv_heads * head_dim * model.dtype.itemsize
     return round(store.blocks * BLOCK * per_token / 2**20)

@@ -64,7 +64,7 @@ class PrefixHit:
 
 
 class PrefixStore:
-    """Finished sequences' caches, least recently used evicted first, bounded by total tokens."""
+    """Finished sequences' caches, least recently used evicted first, bounded by the blocks of one pool."""
 
     def __init__(self, max_tokens: int, image_token_id: int, tokens_per_image: int):
         self.max_tokens = max_tokens
@@ -72,7 +72,6 @@ class PrefixStore:
         self.tokens_per_image = tokens_per_image
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._next_key = 0
-        self.tokens = 0
         self.blocks = max_tokens // BLOCK
         self._free: list[int] = list(range(self.blocks))
         self._keys: list[torch.Tensor] = []  # per layer [kv_heads, blocks * BLOCK, dim], once the first entry comes
@@ -143,7 +142,6 @@ class PrefixStore:
             pool_v.index_copy_(1, index, v[0, :, :len(ids)].to(pool_v.dtype))
         self._entries[self._next_key] = entry
         self._next_key += 1
-        self.tokens += len(entry.ids)
 
     def _covers(self, longer: _Entry, shorter: _Entry) -> bool:
         n = len(shorter.ids)
@@ -154,12 +152,9 @@ class PrefixStore:
         )
 
     def _remove(self, key: int) -> None:
-        entry = self._entries.pop(key)
-        self.tokens -= len(entry.ids)
-        self._free.extend(entry.blocks)
+        self._free.extend(self._entries.pop(key).blocks)
 
     def clear(self) -> None:
         """Forget every entry (the pool stays allocated)."""
         self._entries.clear()
-        self.tokens = 0
         self._free = list(range(self.blocks))
