@@ -295,3 +295,33 @@ def test_freed_memory_is_handed_back_each_time_the_engine_goes_idle_and_not_whil
             threading.Event().wait(0.01)
     assert len(trims) == 2  # once after each request, none at start-up
     assert busy_when_trimmed == [0] * 5 + [1] * 5  # never while a request was decoding
+
+
+def test_a_prefix_cache_that_could_never_fit_is_refused_at_start(tiny_model):
+    model = tiny_model.eval()
+    with pytest.raises(VinstructError, match=r"a prefix cache of 1000000000000 tokens needs .* MiB of key/value "
+                                             r"memory, more than the .* MiB available; lower prefix_cache_tokens"):
+        Engine(model, prefix_cache_tokens=10**12)
+
+
+def test_a_prefix_pool_that_cannot_be_allocated_turns_reuse_off_and_the_request_still_succeeds(
+        tiny_model, color_images, monkeypatch):
+    import vinstruct.serve.prefix as prefix_module
+
+    model = tiny_model.eval()
+    ids, pixels = _prompts(model, color_images)[0]
+    class NoMemoryTorch:  # torch as the prefix store sees it, with no memory left for the pool
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        def zeros(self, *args, **kwargs):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+    with Engine(model, eos_token_ids=[]) as engine:
+        monkeypatch.setattr(prefix_module, "torch", NoMemoryTorch())
+        reply = engine.submit(ids, pixels, SamplingParams(max_new_tokens=4)).result(timeout=60)
+        monkeypatch.undo()
+        again = engine.submit(ids, pixels, SamplingParams(max_new_tokens=4))
+        assert again.result(timeout=60).token_ids == reply.token_ids
+    assert len(reply.token_ids) == 4
+    assert again.cached_tokens == 0 and engine.prefix_store.blocks == 0 and len(engine.prefix_store) == 0

@@ -1,4 +1,4 @@
-"""What the machine is and offers: its CPU's name, native bf16, handing freed memory back to the OS."""
+"""What the machine is and offers: its CPU's name, native bf16, free memory, handing freed memory back to the OS."""
 
 from __future__ import annotations
 
@@ -30,6 +30,23 @@ def bf16_is_fast(device: str = "cpu") -> bool:
                       if line.startswith("flags")), "")
     native = any(f" {flag}" in flags for flag in ("amx_bf16", "avx512_bf16"))
     return native and torch.backends.mkldnn.is_available()
+
+
+def available_memory(device) -> int | None:
+    """Bytes a new allocation on `device` can still get (Linux MemAvailable for the CPU, free CUDA memory),
+    or None where that is not known."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 def release_free_memory() -> bool:

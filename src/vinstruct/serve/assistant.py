@@ -14,7 +14,6 @@ from vinstruct.data.templates import get_template
 from vinstruct.model.generation import SamplingParams
 from vinstruct.model.slots import kv_geometry
 from vinstruct.serve.conversation import prompt_ids
-from vinstruct.serve.prefix import BLOCK
 from vinstruct.serve.engine import Engine, RequestHandle
 
 
@@ -84,7 +83,5 @@ class Assistant:
 
 
 def prefix_mib(model, store) -> int:
-    """The prefix cache's memory once reserved: its blocks x key/value bytes per token."""
-    layers, kv_heads, head_dim = kv_geometry(model.llm.config)
-    per_token = 2 * layers * kv_heads * head_dim * model.dtype.itemsize
-    return round(store.blocks * BLOCK * per_token / 2**20)
+    """The prefix cache's memory once reserved."""
+    return round(store.planned_bytes(kv_geometry(model.llm.config), model.dtype) / 2**20)

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import torch
 
 from vinstruct.errors import VinstructError
-from vinstruct.machine import release_free_memory
+from vinstruct.machine import available_memory, release_free_memory
 from vinstruct.model.decoding import Decoder, Sequence as Row
 from vinstruct.model.generation import Generation, RowState, SamplingParams, default_eos_ids, pad_token_id, \
     seeded_generator
+from vinstruct.model.slots import kv_geometry
 from vinstruct.serve.prefix import PrefixStore, image_fingerprint, image_starts
 from vinstruct.serve.request import Event, RequestHandle
 
@@ -79,6 +80,15 @@ class Engine:
         self.decoder = Decoder(model, max_batch_size, self.kv_tokens, self.eos_ids,
                                pad_token_id(self.tokenizer, self.eos_ids, model), on_finish=self._finished)
         self.prefix_store = PrefixStore(prefix_cache_tokens, model.image_token_id, model.num_image_tokens)
+        # The store reserves its whole pool at the first finished reply: refuse a bound that could never fit
+        # now, not with a crash in the middle of serving.
+        pool = self.prefix_store.planned_bytes(kv_geometry(model.llm.config), model.dtype)
+        free = available_memory(model.device)
+        if free is not None and pool > free:
+            raise VinstructError(
+                f"a prefix cache of {prefix_cache_tokens} tokens needs {pool / 2**20:.0f} MiB of key/value memory, "
+                f"more than the {free / 2**20:.0f} MiB available; lower prefix_cache_tokens "
+                f"(--prefix-cache-tokens; 0 turns reuse off)")
         self.stats = EngineStats()
         self._waiting: list[RequestHandle] = []
         self._prefilling = 0  # taken off the queue, not yet in the batch

@@ -73,7 +73,7 @@ class PrefixStore:
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._next_key = 0
         self.blocks = max_tokens // BLOCK
-        self._free: list[int] = list(range(self.blocks))
+        self._free: list[int] = []  # every block, once the pool is reserved
         self._keys: list[torch.Tensor] = []  # per layer [kv_heads, blocks * BLOCK, dim], once the first entry comes
         self._values: list[torch.Tensor] = []
 
@@ -85,13 +85,26 @@ class PrefixStore:
         """Memory the pool holds (0 until the first entry)."""
         return sum(t.numel() * t.element_size() for t in self._keys + self._values)
 
-    def _allocate(self, kv: LayerKV) -> None:
+    def planned_bytes(self, geometry: tuple[int, int, int], dtype: torch.dtype) -> int:
+        """What the pool takes once reserved, for an LM of (layers, kv_heads, head_dim) keys/values in `dtype`."""
+        layers, kv_heads, head_dim = geometry
+        return self.blocks * BLOCK * 2 * layers * kv_heads * head_dim * dtype.itemsize
+
+    def _allocate(self, kv: LayerKV) -> bool:
+        """Reserve the pool shaped like `kv`; if memory has run out since start-up, turn the store off
+        (requests go on without reuse) rather than fail the request whose reply just finished."""
         _, heads, _, dim = kv[0][0].shape
         like = kv[0][0]
-        # Zeros, so the pages are committed now: the resident size is the bound from the first entry on.
-        self._keys = [torch.zeros((heads, self.blocks * BLOCK, dim), dtype=like.dtype, device=like.device)
-                      for _ in kv]
-        self._values = [torch.zeros_like(k) for k in self._keys]
+        try:
+            # Zeros, so the pages are committed now: the resident size is the bound from the first entry on.
+            self._keys = [torch.zeros((heads, self.blocks * BLOCK, dim), dtype=like.dtype, device=like.device)
+                          for _ in kv]
+            self._values = [torch.zeros_like(k) for k in self._keys]
+        except (RuntimeError, MemoryError):
+            self._keys, self._values, self.blocks = [], [], 0
+            return False
+        self._free = list(range(self.blocks))
+        return True
 
     def _usable_length(self, entry: _Entry, ids: torch.Tensor, images: Sequence[str]) -> int:
         n = min(len(entry.ids), len(ids))
@@ -127,8 +140,8 @@ class PrefixStore:
         needed = -(-len(ids) // BLOCK)
         if not ids or needed > self.blocks:
             return
-        if not self._keys:
-            self._allocate(kv)
+        if not self._keys and not self._allocate(kv):
+            return
         entry = _Entry(torch.tensor(list(ids), dtype=torch.long), tuple(images), [])
         # An entry that the new one extends (same images, ids a prefix) is now redundant.
         for key in [k for k, e in self._entries.items() if self._covers(entry, e)]:
@@ -157,4 +170,4 @@ class PrefixStore:
     def clear(self) -> None:
         """Forget every entry (the pool stays allocated)."""
         self._entries.clear()
-        self._free = list(range(self.blocks))
+        self._free = list(range(self.blocks)) if self._keys else []
