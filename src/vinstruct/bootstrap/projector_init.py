@@ -11,6 +11,11 @@ position words -- or of " background" for an empty cell. A small regression on f
 features (no LM forward, seconds) fits the projector to those targets; stage 1 then continues
 from it as usual. Only the train split's annotations are read.
 
+With two projector tokens per feature (`projector_tokens` 2) a cell's two tokens are fitted to the
+colour word and the shape word apart (" red", " star"; " background" twice for an empty cell): the LM
+then reads a region as it reads "red star" in a sentence, which it learns to answer questions from far
+faster than from one token holding both words (docs/results/demo_quality.md).
+
 This is an addition of the embedded default, not part of the paper's method: the demo reports an
 ablation without it, and a real run (CLIP + Vicuna on GPUs) has no need of it.
 """
@@ -36,8 +41,11 @@ def _word_embedding(model, word: str) -> torch.Tensor:
     return model.llm.get_input_embeddings().weight[ids].sum(0).detach()
 
 
-def cell_targets(model, image, side: int, words: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[side*side, hidden] target embedding of each grid cell of one image (row-major, like the patches)."""
+def cell_targets(model, image, side: int, words: dict[str, torch.Tensor], tokens: int = 1) -> torch.Tensor:
+    """[side*side, tokens*hidden] target embedding of each grid cell of one image (row-major, like the patches):
+    one token naming colour, shape and (at half weight) place, or two tokens, colour then shape."""
+    if tokens not in (1, 2):
+        raise VinstructError(f"projector warm start: 1 or 2 projector tokens per feature, got {tokens}")
     def word(name: str) -> torch.Tensor:
         if name not in words:
             words[name] = _word_embedding(model, name)
@@ -45,7 +53,7 @@ def cell_targets(model, image, side: int, words: dict[str, torch.Tensor]) -> tor
 
     cell = image.width / side
     edges = torch.arange(side + 1, dtype=torch.float32) * cell
-    targets = word(BACKGROUND_WORD).expand(side * side, -1).clone()
+    targets = word(BACKGROUND_WORD).repeat(side * side, tokens)
     best = torch.zeros(side * side)
     for obj in image.objects:
         view = ObjectView.from_coco_object(obj)
@@ -54,8 +62,11 @@ def cell_targets(model, image, side: int, words: dict[str, torch.Tensor]) -> tor
         cover_x = (torch.minimum(edges[1:], torch.tensor(x + w)) - torch.maximum(edges[:-1], torch.tensor(x))).clamp(min=0)
         cover_y = (torch.minimum(edges[1:], torch.tensor(y + h)) - torch.maximum(edges[:-1], torch.tensor(y))).clamp(min=0)
         cover = (cover_y[:, None] * cover_x[None, :]).flatten() / (cell * cell)
-        vector = word(view.color) + word(view.shape) + POSITION_WEIGHT * (
-            word(horizontal(view, image.width)) + word(vertical(view, image.width)))
+        if tokens == 2:
+            vector = torch.cat([word(view.color), word(view.shape)])
+        else:
+            vector = word(view.color) + word(view.shape) + POSITION_WEIGHT * (
+                word(horizontal(view, image.width)) + word(vertical(view, image.width)))
         wins = (cover > best) & (cover >= MIN_COVER)
         targets[wins] = vector
         best = torch.maximum(best, cover)
@@ -81,7 +92,7 @@ def warm_start_projector(model, world_dir: str | os.PathLike, split: str = "trai
             if side * side != grid.shape[1]:
                 raise VinstructError(f"projector warm start needs a square patch grid, got {grid.shape[1]} tokens")
             features.append(grid.reshape(-1, grid.shape[-1]))
-            targets += [cell_targets(model, image, side, words) for image in batch]
+            targets += [cell_targets(model, image, side, words, model.config.projector_tokens) for image in batch]
     features, targets = torch.cat(features), torch.cat(targets)
     projector = model.projector
     for module in projector.modules():
@@ -103,5 +114,6 @@ def warm_start_projector(model, world_dir: str | os.PathLike, split: str = "trai
     seconds = time.perf_counter() - started
     say(f"projector warm start: {len(images)} images, {len(features)} region tokens, {steps} steps, "
         f"cosine to the word targets {cosine:.3f}, {seconds:.0f} s")
-    return {"images": len(images), "tokens": len(features), "steps": steps, "final_mse": loss.item(),
+    return {"images": len(images), "tokens": len(features), "projector_tokens": model.config.projector_tokens,
+            "steps": steps, "final_mse": loss.item(),
             "cosine": round(cosine, 4), "seconds": round(seconds, 1)}

@@ -93,7 +93,7 @@ def make_warm_projector(paths: DemoPaths, s: DemoSettings, say) -> dict:
     from vinstruct.train.model_init import save_projector_file
 
     model = build_model(str(paths.base / "vision"), str(paths.packaged_lm), vision_feature_pool=s.pool,
-                        template="chatml")
+                        projector_tokens=s.projector_tokens, template="chatml")
     figures = warm_start_projector(model, paths.world, "train", steps=s.warm_start_steps, seed=s.seed, say=say)
     save_projector_file(model, paths.warm_projector)
     return figures
@@ -167,6 +167,11 @@ def make_data(paths: DemoPaths, s: DemoSettings, teacher_url: str) -> dict:
     return stats
 
 
+# Stage 1 of a projector that starts random (no warm start: the ablations) runs at the paper's learning rate;
+# the default's gentle one is for keeping a warm start's word-like tokens.
+COLD_STAGE1_LR = 2e-3
+
+
 class Recipe:
     """One model to train: the full recipe or an ablation of it."""
 
@@ -214,7 +219,8 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
     run_dir = paths.runs / recipe.name
     template = "chatml" if s.llm == "packaged" else DEFAULT_TEMPLATE
     shared = {"vision": str(paths.base / "vision"), "llm": str(llm_dir(paths, s.llm)), "projector_type": recipe.projector,
-              "vision_feature_layer": recipe.layer, "vision_feature_pool": s.pool, "num_threads": s.threads,
+              "vision_feature_layer": recipe.layer, "vision_feature_pool": s.pool,
+              "projector_tokens": s.projector_tokens, "num_threads": s.threads,
               "image_dir": str(paths.world), "seed": s.seed, "template": template,
               "precision": resolved_precision(s), "release_memory_every": s.release_memory_every}
     warm = s.projector_warm_start and recipe.projector == "mlp2x_gelu" and recipe.layer == -2
@@ -225,7 +231,8 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
         config = load_config("world_pretrain", {**shared, "data": str(paths.stage1_data),
                                                 "output_dir": str(run_dir / "stage1"),
                                                 "max_steps": _steps(s.stage1_steps, recipe.scale),
-                                                "lr": s.stage1_lr, "per_device_batch_size": s.stage1_batch})
+                                                "lr": s.stage1_lr if warm else max(s.stage1_lr, COLD_STAGE1_LR),
+                                                "per_device_batch_size": s.stage1_batch})
         stage1 = run_training(config)
         stage1_dir = stage1.checkpoint
         timings["stage1"] = stage1.timings
@@ -239,14 +246,17 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
                  "precision": shared["precision"], "release_memory_every": s.release_memory_every,
                  # Partial tuning keeps the projector as stage 1 left it: the backward pass then stops at
                  # the lowest tuned layer (about twice the steps per minute of tuning everything).
-                 "train_projector": s.stage2_llm_layers == 0}
-    if s.stage2_llm_layers:
+                 "train_projector": s.stage2_llm_layers == 0 and not s.stage2_lora_r}
+    if s.stage2_lora_r:  # adapters on every linear layer, merged into the saved model; the projector kept
+        overrides.update({"lora": True, "lora_r": s.stage2_lora_r, "lora_alpha": 2 * s.stage2_lora_r,
+                          "lora_dropout": 0.0, "lora_target_modules": "all-linear", "llm_train_layers": 0})
+    if s.stage2_llm_layers or s.stage2_lora_r:
         overrides["projector_lr"] = None
     if stage1_dir is not None:
         overrides["init_from"] = str(stage1_dir)
     else:  # no stage 1: the projector as initialised (warm start or random) on the base encoders
         overrides.update({k: shared[k] for k in ("vision", "llm", "projector_type", "vision_feature_layer",
-                                                 "vision_feature_pool", "template")})
+                                                 "vision_feature_pool", "projector_tokens", "template")})
         if "projector_file" in shared:
             overrides["projector_file"] = shared["projector_file"]
     stage2 = run_training(load_config("world_finetune", overrides))

@@ -133,9 +133,11 @@ def _packaged_lm_section(paths, log: StepLog) -> str:
     warm = log.record("warm_start")
     if warm and warm.get("result"):
         w = warm["result"]
-        lines.append(f"- Projector warm start: {_count(w.get('tokens'))} region tokens of {_count(w.get('images'))} "
-                     f"train images fitted to the LM's word embeddings of their contents in {w.get('seconds')} s "
-                     f"(cosine {w.get('cosine')}); stage 1 starts from it.")
+        how = ("each region as two LM tokens, fitted to the word embeddings of its colour and of its shape"
+               if w.get("projector_tokens") == 2 else "fitted to the LM's word embeddings of their contents")
+        lines.append(f"- Projector warm start: {_count(w.get('tokens'))} regions of {_count(w.get('images'))} "
+                     f"train images, {how}, in {w.get('seconds')} s (cosine {w.get('cosine')}); stage 1 starts "
+                     f"from it.")
     return "\n".join(lines) + "\n"
 
 

@@ -40,6 +40,8 @@ class LlavaConfig:
     vision_feature_layer: int = -2
     vision_feature_select: str = "patch"
     vision_feature_pool: int = 1
+    # LLM tokens made from each (pooled) vision feature; 1 in the paper (see model/projector.py)
+    projector_tokens: int = 1
     image_token: str = IMAGE_TOKEN
     image_token_id: int = -1
     template: str = DEFAULT_TEMPLATE
@@ -58,6 +60,8 @@ class LlavaConfig:
             raise VinstructError(f"{where}: tokenization must be one of {TOKENIZATION_MODES}, got {self.tokenization!r}")
         if self.vision_feature_pool < 1:
             raise VinstructError(f"{where}: vision_feature_pool must be >= 1")
+        if not isinstance(self.projector_tokens, int) or self.projector_tokens < 1:
+            raise VinstructError(f"{where}: projector_tokens must be an integer >= 1, got {self.projector_tokens!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -43,6 +43,11 @@ def check_exportable(model: LlavaModel) -> list[str]:
         raise VinstructError(
             f"cannot export to llava-hf: it has no feature pooling, this model pools patches {c.vision_feature_pool}x"
         )
+    if c.projector_tokens > 1:
+        raise VinstructError(
+            f"cannot export to llava-hf: its projector makes one token per patch, this model's makes "
+            f"{c.projector_tokens} (projector_tokens); export to vinstruct instead"
+        )
     if c.use_im_start_end:
         raise VinstructError(
             "cannot export to llava-hf: its processor does not wrap images in <im_start>/<im_end> "

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from vinstruct.errors import VinstructError
 from vinstruct.model.decoding import Decoder, Sequence as Row
 from vinstruct.model.sampling import (  # noqa: F401  (the sampling names are used from here too)
     Generation,

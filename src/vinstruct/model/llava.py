@@ -33,7 +33,7 @@ class LlavaModel(nn.Module):
         self.vision_tower = vision_tower
         self.llm = llm
         self.projector = build_projector(
-            config.projector_type, vision_tower.config.hidden_size, llm.config.hidden_size
+            config.projector_type, vision_tower.config.hidden_size, llm.config.hidden_size, config.projector_tokens
         )
         self.tokenizer = None
         self.image_processor = None
@@ -42,7 +42,8 @@ class LlavaModel(nn.Module):
     @property
     def num_image_tokens(self) -> int:
         c = self.config
-        return num_image_tokens(self.vision_tower.config, c.vision_feature_select, c.vision_feature_pool)
+        features = num_image_tokens(self.vision_tower.config, c.vision_feature_select, c.vision_feature_pool)
+        return features * c.projector_tokens
 
     @property
     def image_token_id(self) -> int:
@@ -69,9 +70,15 @@ class LlavaModel(nn.Module):
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected image features in LLM embedding space: [num_images, tokens, hidden]."""
-        features = self.vision_features(pixel_values)
+        return self.project(self.vision_features(pixel_values))
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Vision features [num_images, n, vision_dim] -> LLM tokens [num_images, n * projector_tokens, hidden];
+        the tokens of one feature are consecutive."""
         projector_dtype = next(self.projector.parameters(), features).dtype
-        return self.projector(features.to(projector_dtype))
+        out = self.projector(features.to(projector_dtype))
+        k = self.config.projector_tokens
+        return out if k == 1 else out.reshape(out.shape[0], out.shape[1] * k, out.shape[2] // k)
 
     # ---- splicing ------------------------------------------------------------------------
     def embed_inputs(

@@ -39,6 +39,7 @@ class TrainConfig:
     vision_feature_layer: int = -2
     vision_feature_select: str = "patch"
     vision_feature_pool: int = 1
+    projector_tokens: int = 1  # LLM tokens per vision feature (1: the paper; see model/projector.py)
     template: str | None = None  # the model's chat template (new models: vicuna_v1; stage 1 data uses "plain")
     image_aspect: str = "pad"
     max_length: int | None = None  # tokens per sample; default: the model's model_max_length

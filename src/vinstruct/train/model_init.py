@@ -28,7 +28,8 @@ from vinstruct.model.io import load_model
 
 PROJECTOR_FILE = "mm_projector.safetensors"
 PROJECTOR_FORMAT = "vinstruct-projector"
-_MATCHING = ("projector_type", "vision_feature_layer", "vision_feature_select", "vision_feature_pool")
+_MATCHING = ("projector_type", "vision_feature_layer", "vision_feature_select", "vision_feature_pool",
+             "projector_tokens")
 
 
 def projector_metadata(model) -> dict[str, str]:
@@ -64,6 +65,7 @@ def load_projector_file(model, path: str | os.PathLike) -> None:
         raise VinstructError(f"{path}: not a vinstruct projector file (metadata format {meta.get('format')!r}); "
                              "official mm_projector.bin files go through `vinstruct convert`")
     expected = projector_metadata(model)
+    meta.setdefault("projector_tokens", "1")  # files written before the option existed
     for key in _MATCHING:
         if meta.get(key) != expected[key]:
             raise VinstructError(f"{path}: {key} is {meta.get(key)!r} but the model has {expected[key]!r}")
@@ -89,7 +91,7 @@ def initial_model(config, resume_model_dir: Path | None = None):
     model = build_model(
         config.vision, config.llm, projector=config.projector_type, vision_feature_layer=config.vision_feature_layer,
         vision_feature_select=config.vision_feature_select, vision_feature_pool=config.vision_feature_pool,
-        template=config.template or DEFAULT_TEMPLATE, image_aspect=config.image_aspect,
+        projector_tokens=config.projector_tokens, template=config.template or DEFAULT_TEMPLATE, image_aspect=config.image_aspect,
         model_max_length=config.max_length,
     )
     if config.projector_file:

@@ -42,8 +42,7 @@ class TrainStep(nn.Module):
                     vision_features = model.vision_features(pixel_values)
             else:
                 vision_features = model.vision_features(pixel_values)
-        projector_dtype = next(model.projector.parameters(), vision_features).dtype
-        return model.projector(vision_features.to(projector_dtype))
+        return model.project(vision_features)
 
     def forward(self, input_ids, attention_mask, labels, pixel_values=None, vision_features=None,
                 turn_segments=None, position_ids=None):
