@@ -121,3 +121,39 @@ def test_stage2_batch_is_split_into_accumulated_micro_batches():
     assert stage2_batching(uneven) == {"per_device_batch_size": 12, "grad_accum": 1}
     whole = dataclasses.replace(preset("default"), stage2_micro_batch=0)
     assert stage2_batching(whole) == {"per_device_batch_size": 16, "grad_accum": 1}
+
+
+def _recipe_configs(recipe, settings, tmp_path, monkeypatch):
+    """The training configs train_recipe would run (training itself replaced by a recorder)."""
+    import vinstruct.train
+    from vinstruct.demo.pipeline import DemoPaths, train_recipe
+
+    runs = []
+
+    class Done:
+        checkpoint, metrics, loss_curve, steps, final_loss, timings = tmp_path / "model", "m", None, 1, 0.0, {}
+
+    def record(config):
+        runs.append(config)
+        return Done()
+
+    monkeypatch.setattr(vinstruct.train, "run_training", record)
+    train_recipe(recipe, DemoPaths(tmp_path), settings, None)
+    return runs
+
+
+def test_default_recipe_two_tokens_lora_and_a_gentle_stage1_from_the_warm_start(tmp_path, monkeypatch):
+    from vinstruct.demo.pipeline import ABLATIONS, COLD_STAGE1_LR, Recipe
+    from vinstruct.demo.settings import preset
+
+    s = preset("default")
+    stage1, stage2 = _recipe_configs(Recipe("full"), s, tmp_path, monkeypatch)
+    assert stage1.projector_tokens == 2 and stage1.projector_file and stage1.lr == s.stage1_lr < COLD_STAGE1_LR
+    assert stage2.lora and stage2.lora_r == 32 and stage2.lora_target_modules == "all-linear"
+    assert stage2.lora_merge and not stage2.train_projector and stage2.lr == s.stage2_lr
+    # A projector that starts random (no warm start) gets the paper's stage-1 learning rate.
+    cold, _ = _recipe_configs(ABLATIONS["no_warm_start"](1.0), s, tmp_path, monkeypatch)
+    assert cold.projector_file is None and cold.lr == COLD_STAGE1_LR
+    # The from-scratch LM brings its own recipe: one token per feature, everything tuned, no LoRA.
+    scratch1, scratch2 = _recipe_configs(ABLATIONS["scratch_lm"](1.0), s, tmp_path, monkeypatch)
+    assert scratch1.projector_tokens == 1 and not scratch2.lora and scratch2.llm_train_layers == 0

@@ -281,6 +281,11 @@ def _ablation_section(paths, settings: DemoSettings, world: dict | None) -> tupl
     return text, accuracy
 
 
+def _cell(text: str) -> str:
+    """Text as one Markdown table cell: one line, pipes escaped."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def _examples_section(paths, settings: DemoSettings) -> str:
     world_dir = paths.eval / "full" / "world"
     if not (world_dir / "answers.jsonl").is_file():
@@ -297,6 +302,10 @@ def _examples_section(paths, settings: DemoSettings) -> str:
     assets.mkdir(exist_ok=True)
     image_root = paths.world / "images" / "test"
     lines = ["## Examples (held-out test images)", ""]
+    hints = {"\n".join(q["text"].splitlines()[1:]).strip() for items in by_image.values() for q, _, _ in items}
+    hints.discard("")
+    if hints:  # a table cell holds one line: the short-answer line each question carried is said once here
+        lines += ["Each question was asked with this line under it: " + " / ".join(f"*{h}*" for h in sorted(hints)), ""]
     for image, items in list(by_image.items())[: settings.examples]:
         src = image_root / image
         if not src.is_file():
@@ -305,7 +314,8 @@ def _examples_section(paths, settings: DemoSettings) -> str:
         _enlarged_copy(src, dst)
         lines += [f"![{image}]({_rel(paths, dst)})", "", "| question | model | expected |", "|---|---|---|"]
         for q, a, g in items[:4]:
-            lines.append(f"| {q['text']} | {a['text'].strip()} | {g.get('answer', '')} |")
+            question = q["text"].splitlines()[0] if q["text"] else ""
+            lines.append(f"| {_cell(question)} | {_cell(a['text'].strip())} | {_cell(str(g.get('answer', '')))} |")
         lines.append("")
     return "\n".join(lines)
 
