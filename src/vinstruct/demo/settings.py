@@ -1,7 +1,7 @@
 """Sizes of the end-to-end demo: how big a world, how long each stage trains.
 
-"default" is what `make demo` runs (about 20 minutes on 2 CPU cores with native bf16), "quick" a
-smaller run (about 5 minutes), "tiny" a smoke-sized run for the test suite.
+"default" is what `make demo` runs (about 25 minutes on 2 CPU cores with native bf16), "quick" a
+smaller run (about 8 minutes), "tiny" a smoke-sized run for the test suite.
 
 The base LM is the pretrained SmolLM2-135M-Instruct that a pip package ships ("packaged")
 or, for the tiny size and the ablation, the small Llama bootstrapped from scratch on the
