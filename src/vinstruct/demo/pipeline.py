@@ -239,18 +239,20 @@ def train_recipe(recipe: Recipe, paths: DemoPaths, s: DemoSettings, stage1_dir: 
         result["stage1_metrics"] = str(stage1.metrics)
         result["stage1_curve"] = str(stage1.loss_curve) if stage1.loss_curve else None
     data = paths.stage2_mix if recipe.stage2_data == "instruct" else paths.caption_only_data
+    lora = bool(s.stage2_lora_r)
+    # Partial tuning and LoRA keep the projector as stage 1 left it: partial tuning's backward pass then stops
+    # at the lowest tuned layer (about twice the steps per minute of tuning everything).
+    keep_projector = lora or s.stage2_llm_layers > 0
     overrides = {"data": str(data), "output_dir": str(run_dir / "stage2"),
                  "max_steps": _steps(s.stage2_steps, recipe.scale), "lr": s.stage2_lr,
                  "num_threads": s.threads, "image_dir": str(paths.world), **stage2_batching(s),
-                 "seed": s.seed, "eval_every": 0, "llm_train_layers": s.stage2_llm_layers,
+                 "seed": s.seed, "eval_every": 0, "llm_train_layers": 0 if lora else s.stage2_llm_layers,
                  "precision": shared["precision"], "release_memory_every": s.release_memory_every,
-                 # Partial tuning keeps the projector as stage 1 left it: the backward pass then stops at
-                 # the lowest tuned layer (about twice the steps per minute of tuning everything).
-                 "train_projector": s.stage2_llm_layers == 0 and not s.stage2_lora_r}
-    if s.stage2_lora_r:  # adapters on every linear layer, merged into the saved model; the projector kept
+                 "train_projector": not keep_projector}
+    if lora:  # adapters on every linear layer, merged into the saved model
         overrides.update({"lora": True, "lora_r": s.stage2_lora_r, "lora_alpha": 2 * s.stage2_lora_r,
-                          "lora_dropout": 0.0, "lora_target_modules": "all-linear", "llm_train_layers": 0})
-    if s.stage2_llm_layers or s.stage2_lora_r:
+                          "lora_dropout": 0.0, "lora_target_modules": "all-linear"})
+    if keep_projector:
         overrides["projector_lr"] = None
     if stage1_dir is not None:
         overrides["init_from"] = str(stage1_dir)

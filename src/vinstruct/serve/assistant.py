@@ -12,7 +12,6 @@ import torch
 from vinstruct.data.encoding import EncodingSpec
 from vinstruct.data.templates import get_template
 from vinstruct.model.generation import SamplingParams
-from vinstruct.model.slots import kv_geometry
 from vinstruct.serve.conversation import prompt_ids
 from vinstruct.serve.engine import Engine, RequestHandle
 
@@ -54,7 +53,7 @@ class Assistant:
         e = self.engine
         return (f"{torch.get_num_threads()} CPU threads (of {available_cpus()} available; --threads to change), "
                 f"up to {e.max_batch_size} sequences per step, KV budget {e.kv_tokens} token slots, "
-                f"prefix cache {e.prefix_store.max_tokens} tokens ({prefix_mib(self.model, e.prefix_store)} MiB, "
+                f"prefix cache {e.prefix_store.max_tokens} tokens ({round(e.prefix_pool_bytes / 2**20)} MiB, "
                 f"reserved at the first finished reply)")
 
     @property
@@ -81,7 +80,3 @@ class Assistant:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def prefix_mib(model, store) -> int:
-    """The prefix cache's memory once reserved."""
-    return round(store.planned_bytes(kv_geometry(model.llm.config), model.dtype) / 2**20)

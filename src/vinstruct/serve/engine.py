@@ -82,7 +82,7 @@ class Engine:
         self.prefix_store = PrefixStore(prefix_cache_tokens, model.image_token_id, model.num_image_tokens)
         # The store reserves its whole pool at the first finished reply: refuse a bound that could never fit
         # now, not with a crash in the middle of serving.
-        pool = self.prefix_store.planned_bytes(kv_geometry(model.llm.config), model.dtype)
+        self.prefix_pool_bytes = pool = self.prefix_store.planned_bytes(kv_geometry(model.llm.config), model.dtype)
         free = available_memory(model.device)
         if free is not None and pool > free:
             raise VinstructError(
