@@ -61,9 +61,10 @@ def test_refusals(two_token_model, tmp_path):
         build_projector("identity", 8, 8, tokens=2)
     with pytest.raises(VinstructError, match="at least 1"):
         build_projector("linear", 8, 8, tokens=0)
-    data = two_token_model.config.to_dict() | {"projector_tokens": 0}
-    with pytest.raises(VinstructError, match="projector_tokens must be an integer >= 1"):
-        LlavaConfig.from_dict(data).validate()
+    for bad in (0, True, "2"):
+        data = two_token_model.config.to_dict() | {"projector_tokens": bad}
+        with pytest.raises(VinstructError, match="projector_tokens must be an integer >= 1"):
+            LlavaConfig.from_dict(data).validate()
 
 
 def test_projector_file_of_another_token_count_is_refused(two_token_model, tiny_model, tmp_path):

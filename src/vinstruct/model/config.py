@@ -60,7 +60,7 @@ class LlavaConfig:
             raise VinstructError(f"{where}: tokenization must be one of {TOKENIZATION_MODES}, got {self.tokenization!r}")
         if self.vision_feature_pool < 1:
             raise VinstructError(f"{where}: vision_feature_pool must be >= 1")
-        if not isinstance(self.projector_tokens, int) or self.projector_tokens < 1:
+        if type(self.projector_tokens) is not int or self.projector_tokens < 1:  # (a JSON true is no count)
             raise VinstructError(f"{where}: projector_tokens must be an integer >= 1, got {self.projector_tokens!r}")
 
     def to_dict(self) -> dict:
