@@ -69,6 +69,24 @@ def test_report_sections_and_figures_exist(demo):
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
 
 
+def test_short_answer_prompt_comes_before_each_question_in_training_and_evaluation(demo):
+    """The VQA data and the exact questions agree on where the prompt stands; the report's examples
+    table shows the questions themselves and says the prompt once."""
+    from vinstruct.world.vqa import SHORT_ANSWER_PROMPT
+
+    out, _ = demo
+    vqa = json.loads((out / "data" / "stage2_vqa.json").read_text())
+    humans = [t["value"] for s in vqa for t in s["conversations"] if t["from"] == "human"]
+    assert humans and all(h.removeprefix("<image>\n").startswith(SHORT_ANSWER_PROMPT + "\n") for h in humans)
+    questions = [json.loads(line) for line in (out / "eval" / "full" / "world" / "questions.jsonl").open()]
+    assert all(q["text"].startswith(SHORT_ANSWER_PROMPT + "\n") for q in questions)
+    report = (out / "REPORT.md").read_text()
+    assert f"asked with this line above it: *{SHORT_ANSWER_PROMPT}*" in report
+    examples = report.split("## Examples", 1)[1]
+    rows = [line for line in examples.splitlines() if line.startswith("| ") and not line.startswith("| question")]
+    assert rows and not any(SHORT_ANSWER_PROMPT in row for row in rows)
+
+
 def test_report_numbers_come_from_the_eval_outputs(demo):
     out, _ = demo
     world = out / "eval" / "full" / "world" / "results.json"

@@ -208,3 +208,18 @@ def test_a_registered_suite_gets_the_cli_choice_help_and_dispatch(toy_suite, tin
     assert capsys.readouterr().out.strip() == str(out / "questions.jsonl")
     assert main(["eval", "--model", str(tiny_checkpoint), "--suite", "toy"]) == 1  # a world suite by default
     assert "suite 'toy' needs --world DIR" in capsys.readouterr().err
+
+
+def test_world_and_pope_questions_carry_the_hint_where_asked(tiny_world, tmp_path, capsys):
+    hint = "Answer the question using a single word or phrase."
+    for position, out in (("after", tmp_path / "after"), ("before", tmp_path / "before")):
+        for suite in ("world", "pope"):
+            assert main(["eval", "build-questions", "--world", str(tiny_world), "--suite", suite, "--out",
+                         str(out / suite), "--answer-hint", hint, "--answer-hint-position", position]) == 0
+    for suite, name in (("world", "questions.jsonl"), ("pope", "pope_random.jsonl")):
+        after = read_jsonl(tmp_path / "after" / suite / name)
+        before = read_jsonl(tmp_path / "before" / suite / name)
+        assert all(q["text"].endswith(f"\n{hint}") for q in after)
+        assert all(q["text"].startswith(f"{hint}\n") for q in before)
+        assert [q["text"].replace(f"\n{hint}", "") for q in after] == \
+            [q["text"].replace(f"{hint}\n", "") for q in before]

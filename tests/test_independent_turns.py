@@ -75,3 +75,47 @@ def test_world_vqa_samples_are_marked_and_each_question_carries_the_prompt(tiny_
     humans = [t["value"] for t in samples[0]["conversations"] if t["from"] == "human"]
     assert humans[0].startswith("<image>\n") and all(h.endswith(SHORT_ANSWER_PROMPT) for h in humans)
     assert all("<image>" not in h for h in humans[1:])
+
+
+def test_a_prompt_before_the_questions_is_encoded_once_and_each_exchange_still_trains_alone(tiny_model, tiny_world):
+    """prompt_position="before": the short-answer line joins the prefix the packed exchanges share, so a
+    sample of k questions carries it once instead of k times; each exchange's loss is unchanged."""
+    from vinstruct.data.encoding import encode_independent_turns
+
+    after = vqa_samples(tiny_world, "train", max_turns=4)
+    before = vqa_samples(tiny_world, "train", max_turns=4, prompt_position="before")
+    humans = [t["value"] for t in before[0]["conversations"] if t["from"] == "human"]
+    assert humans[0].startswith(f"<image>\n{SHORT_ANSWER_PROMPT}\n")
+    assert all(h.startswith(f"{SHORT_ANSWER_PROMPT}\n") for h in humans[1:])
+    spec = EncodingSpec.for_model(tiny_model)
+    prompt_tokens = len(tiny_model.tokenizer(f"\n{SHORT_ANSWER_PROMPT}", add_special_tokens=False)["input_ids"])
+    sample_after, sample_before = after[0], before[0]
+    turns = len(sample_before["conversations"]) // 2
+    assert turns > 1
+    long = encode_independent_turns(spec, sample_after["conversations"], 1)
+    short = encode_independent_turns(spec, sample_before["conversations"], 1)
+    assert len(long.input_ids) - len(short.input_ids) >= (turns - 1) * (prompt_tokens - 2)
+    assert short.labels.count(-100) < long.labels.count(-100)  # the same answers, fewer context tokens
+    assert [t for t in short.labels if t != -100] == [t for t in long.labels if t != -100]
+
+    # each packed exchange trains exactly as its question asked alone with the prompt before it
+    conversations = sample_before["conversations"]
+    singles = [{"id": f"single-{k}", "image": sample_before["image"],
+                "conversations": [{"from": "human", "value": humans[k] if k == 0 else f"<image>\n{humans[k]}"},
+                                  conversations[2 * k + 1]]} for k in range(turns)]
+    dataset = LlavaDataset([sample_before, *singles], spec, tiny_model.image_processor, image_dir=tiny_world)
+    packed_loss, packed_count = _loss(tiny_model, dataset, [0])
+    single = [_loss(tiny_model, dataset, [k + 1]) for k in range(turns)]
+    assert packed_count == sum(c for _, c in single)
+    assert packed_loss == pytest.approx(sum(v for v, _ in single), rel=1e-4)
+
+
+def test_the_hint_goes_after_or_before_the_question_and_a_bad_position_is_named():
+    from vinstruct.data.templates import with_hint
+    from vinstruct.errors import VinstructError
+
+    assert with_hint("What color?", "One word.") == "What color?\nOne word."
+    assert with_hint("What color?", "One word.", "before") == "One word.\nWhat color?"
+    assert with_hint("What color?", "  ", "before") == "What color?"
+    with pytest.raises(VinstructError, match="after, before, got 'under'"):
+        with_hint("What color?", "One word.", "under")

@@ -60,3 +60,33 @@ def test_lora_merge_on_save_writes_an_ordinary_checkpoint(train_config, tiny_che
     assert not torch.equal(before["llm.model.layers.0.self_attn.q_proj.weight"],
                            weights["llm.model.layers.0.self_attn.q_proj.weight"])
     assert load_model(result.checkpoint).num_image_tokens > 0
+
+
+def test_skipping_peft_input_casts_under_bf16_autocast_changes_no_bit(tiny_model, color_images):
+    """The training loop turns peft's fp32 input cast off under autocast: same loss, same gradients."""
+    import copy
+
+    from vinstruct.train.lora import skip_input_casts
+
+    attach_lora(tiny_model, r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    freeze_for_stage(tiny_model, "finetune", lora=True)
+    with torch.no_grad():  # non-zero B, so the adapters take part in the forward
+        for name, param in tiny_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05, generator=torch.Generator().manual_seed(len(name)))
+    skipping = copy.deepcopy(tiny_model)
+    assert skip_input_casts(skipping) > 0
+    spec = EncodingSpec.for_model(tiny_model)
+    prompt = torch.tensor([encode_prompt(spec, [("human", "<image>\nWhat color is the shape?")])])
+    pixels = tiny_model.image_processor.load([color_images / "red.png"])
+
+    def loss_and_grads(model):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(prompt, pixel_values=pixels).logits.float().logsumexp(-1).sum()
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    loss, grads = loss_and_grads(tiny_model)
+    loss_skip, grads_skip = loss_and_grads(skipping)
+    assert torch.equal(loss, loss_skip)
+    assert grads.keys() == grads_skip.keys() and all(torch.equal(grads[n], grads_skip[n]) for n in grads)

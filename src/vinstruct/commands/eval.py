@@ -50,6 +50,13 @@ def _common(parser) -> None:
     parser.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (or problems)")
     parser.add_argument("--seed", type=int, default=0, help="seed for question sampling (default 0)")
+    parser.add_argument("--answer-hint", default="",
+                        help='world, pope: a line added to each question (under it unless --answer-hint-position before), '
+                             'e.g. "Answer the question using '
+                             'a single word or phrase." (LLaVA-1.5\'s short-answer prompt)')
+    parser.add_argument("--answer-hint-position", choices=("after", "before"), default="after",
+                        help="where the --answer-hint line goes: after the question (default, LLaVA-1.5) or "
+                             "before it (as the demo's VQA data teach it)")
 
 
 def configure(parser) -> None:
@@ -63,9 +70,6 @@ def configure(parser) -> None:
                         + ", ".join(f"{s.name} {s.max_new_tokens}" for s in SUITES.values()) + ")")
     parser.add_argument("--conv-mode", default=None, help="chat template (default: the model's own)")
     parser.add_argument("--no-blind", action="store_true", help="world: skip the image-blind baseline")
-    parser.add_argument("--answer-hint", default="",
-                        help='world, pope: a line added under each question, e.g. "Answer the question using '
-                             'a single word or phrase." (LLaVA-1.5\'s short-answer prompt)')
     parser.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL of the judge (…/v1)")
     parser.add_argument("--judge-model", default=None, help="judge model name")
     parser.add_argument("--judge-key", default=None, help="API key (default: $OPENAI_API_KEY)")
@@ -115,7 +119,8 @@ def _build(args) -> int:
     if not args.world:
         raise VinstructError("build-questions needs --world DIR")
     for path in build_questions(args.build_suite, args.build_out, world_dir=args.world, split=args.split,
-                                seed=args.seed, limit=args.limit):
+                                seed=args.seed, limit=args.limit, answer_hint=args.answer_hint,
+                                hint_position=args.answer_hint_position):
         print(path)
     return 0
 
@@ -163,6 +168,7 @@ def _evaluate(args) -> dict:
                      judge_batch=_judge_batch(args),
                      problems=args.problems, pid_splits=args.pid_splits, image_root=args.image_root,
                      option_text=args.option_text, blind=not args.no_blind, answer_hint=args.answer_hint,
+                     hint_position=args.answer_hint_position,
                      progress=not args.quiet)
 
 

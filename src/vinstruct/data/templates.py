@@ -149,3 +149,17 @@ def get_template(name: str) -> Template:
         return TEMPLATES[name]
     except KeyError:
         raise VinstructError(f"unknown chat template {name!r}; expected one of {', '.join(TEMPLATES)}") from None
+
+
+HINT_POSITIONS = ("after", "before")
+
+
+def with_hint(question: str, hint: str, position: str = "after") -> str:
+    """The question with an answer-format hint ("Answer the question using a single word or phrase.") on
+    its own line: after it (LLaVA-1.5's training and evaluation files) or before it (the demo's VQA data,
+    where the packed questions then share it; see world/vqa.py). An empty hint leaves the question as is."""
+    if position not in HINT_POSITIONS:
+        raise VinstructError(f"answer hint position must be one of {', '.join(HINT_POSITIONS)}, got {position!r}")
+    if not hint.strip():
+        return question
+    return f"{hint}\n{question}" if position == "before" else f"{question}\n{hint}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from vinstruct.errors import VinstructError
-from vinstruct.demo.settings import DemoSettings, resolved_precision
+from vinstruct.demo.settings import DemoSettings, eval_hint, resolved_precision
 from vinstruct.demo.steps import StepLog
 from vinstruct.generate.prompts import TEACHER_TYPES
 
@@ -146,7 +146,7 @@ def make_data(paths: DemoPaths, s: DemoSettings, teacher_url: str) -> dict:
     # world's annotations. With the teacher's conversations it is most of what stage 2 reads.
     from vinstruct.world.vqa import vqa_samples
 
-    vqa = vqa_samples(paths.world, "train", seed=s.seed, max_turns=s.vqa_turns)
+    vqa = vqa_samples(paths.world, "train", seed=s.seed, max_turns=s.vqa_turns, prompt_position=s.hint_position)
     write_json(paths.vqa_data, vqa)
     stats["vqa"] = {"samples": len(vqa), "questions": sum(len(x["conversations"]) // 2 for x in vqa)}
     # The mix: every VQA sample, a seeded share of the teacher's samples and of the ScienceQA problems
@@ -284,7 +284,8 @@ def full_evaluation(model_dir: str, paths: DemoPaths, s: DemoSettings, url: str)
     results = {}
     for suite, limit in limits.items():
         results[suite] = run_suite(suite, model, out / suite, world_dir=paths.world, limit=limit, judge=judge,
-                                   teacher=make_teacher(url), progress=True, answer_hint=eval_hint(s))
+                                   teacher=make_teacher(url), progress=True, answer_hint=eval_hint(s),
+                                   hint_position=s.hint_position)
     atomic_write_text(out / "summary.md", report.compare([out]))
     return {suite: r.get("metrics", {}) for suite, r in results.items()}
 
@@ -321,14 +322,6 @@ def chat_transcript(model_dir: str, paths: DemoPaths, s: DemoSettings) -> dict:
                   "turns": turns}
     write_json(paths.eval / "full" / "chat_transcript.json", transcript)
     return {"turns": len(turns)}
-
-
-def eval_hint(s: DemoSettings) -> str:
-    """Exact questions (world QA, POPE) are asked with the short-answer prompt that stage 2's VQA data
-    teaches, on its own line as there."""
-    from vinstruct.world.vqa import SHORT_ANSWER_PROMPT
-
-    return SHORT_ANSWER_PROMPT if s.vqa_turns else ""
 
 
 # ---- the whole demo ------------------------------------------------------------------------------
@@ -410,7 +403,8 @@ def run_demo(out: str | os.PathLike, settings: DemoSettings, say: Callable[[str]
                     [paths.eval / name / "results.json"],
                     lambda t=trained, n=name: run_suite("world", evaluation_model(t["model"], settings), paths.eval / n, world_dir=paths.world,
                                                         limit=settings.eval_images, blind=False,
-                                                        answer_hint=eval_hint(settings))["metrics"])
+                                                        answer_hint=eval_hint(settings),
+                                                        hint_position=settings.hint_position)["metrics"])
         if ablations:
             log.set_meta(ablations_run=ablations)
     # The report is cheap and always rewritten, so it reflects every step's current output.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vinstruct.atomic import atomic_write_text
 from vinstruct.data.formats import read_json, read_jsonl
-from vinstruct.demo.settings import ALL_ABLATIONS, DemoSettings
+from vinstruct.demo.settings import ALL_ABLATIONS, DemoSettings, eval_hint
 from vinstruct.demo.steps import StepLog
 
 # Published figures of Visual Instruction Tuning (Liu et al., 2023), for comparison where our measure matches.
@@ -302,10 +302,10 @@ def _examples_section(paths, settings: DemoSettings) -> str:
     assets.mkdir(exist_ok=True)
     image_root = paths.world / "images" / "test"
     lines = ["## Examples (held-out test images)", ""]
-    hints = {"\n".join(q["text"].splitlines()[1:]).strip() for items in by_image.values() for q, _, _ in items}
-    hints.discard("")
-    if hints:  # a table cell holds one line: the short-answer line each question carried is said once here
-        lines += ["Each question was asked with this line under it: " + " / ".join(f"*{h}*" for h in sorted(hints)), ""]
+    hint = eval_hint(settings).strip()
+    if hint:  # a table cell holds one line: the short-answer line each question carried is said once here
+        where = "above" if settings.hint_position == "before" else "under"
+        lines += [f"Each question was asked with this line {where} it: *{hint}*", ""]
     for image, items in list(by_image.items())[: settings.examples]:
         src = image_root / image
         if not src.is_file():
@@ -314,7 +314,7 @@ def _examples_section(paths, settings: DemoSettings) -> str:
         _enlarged_copy(src, dst)
         lines += [f"![{image}]({_rel(paths, dst)})", "", "| question | model | expected |", "|---|---|---|"]
         for q, a, g in items[:4]:
-            question = q["text"].splitlines()[0] if q["text"] else ""
+            question = next((line for line in q["text"].splitlines() if line.strip() and line.strip() != hint), "")
             lines.append(f"| {_cell(question)} | {_cell(a['text'].strip())} | {_cell(str(g.get('answer', '')))} |")
         lines.append("")
     return "\n".join(lines)

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from vinstruct.data.coco import CocoSet
 from vinstruct.data.formats import load_questions, read_jsonl, write_jsonl
+from vinstruct.data.templates import with_hint
 from vinstruct.errors import VinstructError
 from vinstruct.eval import report
 from vinstruct.eval.extract import extract_yes_no
-from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model, with_hint
+from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model
 from vinstruct.eval.scene import with_article
 
 STRATEGIES = ("random", "popular", "adversarial")
@@ -45,7 +46,7 @@ def _negatives(strategy: str, present: set[str], k: int, all_cats: list[str], fr
 
 def build_questions(coco_dir: str | os.PathLike, split: str, out_dir: str | os.PathLike,
                     strategies=STRATEGIES, per_image: int = 3, limit_images: int | None = None,
-                    seed: int = 0, answer_hint: str = "") -> dict[str, tuple[Path, Path]]:
+                    seed: int = 0, answer_hint: str = "", hint_position: str = "after") -> dict[str, tuple[Path, Path]]:
     """Write pope_<strategy>.jsonl (questions) and pope_<strategy>_gold.jsonl per strategy."""
     coco = CocoSet.load(coco_dir, split, require_captions=False)
     frequency: Counter = Counter()
@@ -74,7 +75,8 @@ def build_questions(coco_dir: str | os.PathLike, split: str, out_dir: str | os.P
             for category, answer in asked:
                 qid = f"{strategy}-{len(questions)}"
                 questions.append({"question_id": qid, "image": image.file_name,
-                                  "text": with_hint(f"Is there {with_article(category)} in the image?", answer_hint),
+                                  "text": with_hint(f"Is there {with_article(category)} in the image?", answer_hint,
+                                                    hint_position),
                                   "category": strategy})
                 gold.append({"question_id": qid, "answer": answer, "object": category, "image_id": image.id})
         paths[strategy] = (out_dir / f"pope_{strategy}.jsonl", out_dir / f"pope_{strategy}_gold.jsonl")
@@ -110,10 +112,11 @@ def score(gold: list[dict], answers: dict) -> dict:
 def evaluate(model, coco_dir: str | os.PathLike, out_dir: str | os.PathLike, split: str = "test", *,
              strategies=STRATEGIES, per_image: int = 3, limit_images: int | None = None, batch_size: int = 16,
              max_new_tokens: int = 6, conv_mode: str | None = None, seed: int = 0, progress: bool = True,
-             answer_hint: str = "") -> dict:
+             answer_hint: str = "", hint_position: str = "after") -> dict:
     model, model_id = resolve_model(model)
     out_dir = Path(out_dir)
-    paths = build_questions(coco_dir, split, out_dir, strategies, per_image, limit_images, seed, answer_hint)
+    paths = build_questions(coco_dir, split, out_dir, strategies, per_image, limit_images, seed, answer_hint,
+                            hint_position)
     image_dir = CocoSet.load(coco_dir, split, require_captions=False).images[0].path.parent
     options = PredictOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, conv_mode=conv_mode,
                              model_id=model_id)
@@ -140,10 +143,11 @@ def evaluate(model, coco_dir: str | os.PathLike, out_dir: str | os.PathLike, spl
 # ---- the "pope" suite (vinstruct.eval.suites) ----------------------------------------------------
 def evaluate_suite(model, out: Path, request) -> dict:
     return evaluate(model, request.world_dir, out, request.split, limit_images=request.limit, seed=request.seed,
-                    answer_hint=request.answer_hint, **request.generation_options())
+                    answer_hint=request.answer_hint, hint_position=request.hint_position,
+                    **request.generation_options())
 
 
 def suite_questions(out: Path, request) -> list[Path]:
     pairs = build_questions(request.world_dir, request.split, out, limit_images=request.limit, seed=request.seed,
-                            answer_hint=request.answer_hint)
+                            answer_hint=request.answer_hint, hint_position=request.hint_position)
     return [path for pair in pairs.values() for path in pair]

@@ -68,10 +68,6 @@ def prompt_text(question: dict, with_image: bool) -> str:
     return text if IMAGE_MARKER in text else f"{IMAGE_MARKER}\n{text}"
 
 
-def with_hint(question: str, hint: str) -> str:
-    """The question, then the answer-format hint on its own line (as LLaVA-1.5's evaluation files and the
-    demo's VQA training data put it)."""
-    return f"{question}\n{hint}" if hint.strip() else question
 
 
 def answer_id(model_id: str, question_id, text: str) -> str:

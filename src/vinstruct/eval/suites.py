@@ -81,6 +81,7 @@ class SuiteRequest:
     option_text: bool = False
     blind: bool = True
     answer_hint: str = ""
+    hint_position: str = "after"  # the hint's line: "after" the question (LLaVA-1.5) or "before" it
     progress: bool = True
 
     def generation_options(self) -> dict:

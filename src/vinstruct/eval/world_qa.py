@@ -25,9 +25,10 @@ from pathlib import Path
 
 from vinstruct.data.coco import CocoImage, CocoSet
 from vinstruct.data.formats import load_questions, read_jsonl, write_jsonl
+from vinstruct.data.templates import with_hint
 from vinstruct.errors import VinstructError
 from vinstruct.eval import exact, report
-from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model, with_hint
+from vinstruct.eval.predict import PredictOptions, predict, read_answers, resolve_model
 from vinstruct.eval.scene import SceneObject, WorldInfo, objects_of_image, with_article
 
 # Put under every question, on its own line, when given (LLaVA-1.5 style short-answer prompt); empty by default
@@ -105,7 +106,8 @@ def questions_for_image(image: CocoImage, world: WorldInfo, seed: int = 0) -> li
 
 
 def build_questions(world_dir: str | os.PathLike, split: str, out_dir: str | os.PathLike, seed: int = 0,
-                    limit_images: int | None = None, answer_hint: str = ANSWER_HINT) -> tuple[Path, Path]:
+                    limit_images: int | None = None, answer_hint: str = ANSWER_HINT,
+                    hint_position: str = "after") -> tuple[Path, Path]:
     """Write questions.jsonl and gold.jsonl for the split; returns both paths."""
     world = WorldInfo.load(world_dir)
     coco = CocoSet.load(world_dir, split)
@@ -115,7 +117,7 @@ def build_questions(world_dir: str | os.PathLike, split: str, out_dir: str | os.
         for index, (kind, text, answer, unseen) in enumerate(questions_for_image(image, world, seed)):
             qid = f"{image.id}-{index}"
             questions.append({"question_id": qid, "image": image.file_name,
-                              "text": with_hint(text, answer_hint), "category": kind})
+                              "text": with_hint(text, answer_hint, hint_position), "category": kind})
             gold.append({"question_id": qid, "answer": answer, "type": kind, "unseen": unseen, "image_id": image.id})
     if not questions:
         raise VinstructError(f"{world_dir}: split {split!r} has no annotated objects to ask about")
@@ -163,11 +165,12 @@ def _table(scores: dict, blind: dict | None) -> str:
 def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, split: str = "test", *,
              limit_images: int | None = None, batch_size: int = 16, max_new_tokens: int = 8,
              conv_mode: str | None = None, blind: bool = True, seed: int = 0, answer_hint: str = ANSWER_HINT,
-             progress: bool = True) -> dict:
+             hint_position: str = "after", progress: bool = True) -> dict:
     """Build the questions, answer them with (and without) the image, score, write the report files."""
     model, model_id = resolve_model(model)
     out_dir = Path(out_dir)
-    questions_path, gold_path = build_questions(world_dir, split, out_dir, seed, limit_images, answer_hint)
+    questions_path, gold_path = build_questions(world_dir, split, out_dir, seed, limit_images, answer_hint,
+                                                   hint_position)
     questions, gold = load_questions(questions_path), read_jsonl(gold_path)
     world = WorldInfo.load(world_dir)
     coco_images = Path(CocoSet.load(world_dir, split).images[0].path).parent
@@ -205,8 +208,10 @@ def evaluate(model, world_dir: str | os.PathLike, out_dir: str | os.PathLike, sp
 # ---- the "world" suite (vinstruct.eval.suites) ---------------------------------------------------
 def evaluate_suite(model, out: Path, request) -> dict:
     return evaluate(model, request.world_dir, out, request.split, limit_images=request.limit, blind=request.blind,
-                    seed=request.seed, answer_hint=request.answer_hint, **request.generation_options())
+                    seed=request.seed, answer_hint=request.answer_hint, hint_position=request.hint_position,
+                    **request.generation_options())
 
 
 def suite_questions(out: Path, request) -> list[Path]:
-    return list(build_questions(request.world_dir, request.split, out, request.seed, request.limit))
+    return list(build_questions(request.world_dir, request.split, out, request.seed, request.limit,
+                                request.answer_hint, request.hint_position))

@@ -149,6 +149,8 @@ class _Trainer:
             else:
                 c = self.cfg
                 lora_mod.attach_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules)
+            if self.cfg.precision == "bf16":  # every forward runs under autocast (self.autocast)
+                lora_mod.skip_input_casts(model)
         c = self.cfg
         self.trainable = freeze_for_stage(model, c.stage, c.lora, c.llm_train_layers, c.train_projector)
         self.say(self.trainable.line())
