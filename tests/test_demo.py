@@ -69,19 +69,24 @@ def test_report_sections_and_figures_exist(demo):
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
 
 
-def test_short_answer_prompt_comes_before_each_question_in_training_and_evaluation(demo):
+def test_short_answer_prompt_stands_where_the_settings_say_in_training_and_evaluation(demo):
     """The VQA data and the exact questions agree on where the prompt stands; the report's examples
     table shows the questions themselves and says the prompt once."""
+    from vinstruct.data.templates import with_hint
     from vinstruct.world.vqa import SHORT_ANSWER_PROMPT
 
     out, _ = demo
+    position = json.loads((out / "demo_log.json").read_text())["meta"]["settings"]["hint_position"]
     vqa = json.loads((out / "data" / "stage2_vqa.json").read_text())
-    humans = [t["value"] for s in vqa for t in s["conversations"] if t["from"] == "human"]
-    assert humans and all(h.removeprefix("<image>\n").startswith(SHORT_ANSWER_PROMPT + "\n") for h in humans)
+    humans = [t["value"].removeprefix("<image>\n") for s in vqa for t in s["conversations"] if t["from"] == "human"]
+    assert humans and all(h == with_hint(h.replace(SHORT_ANSWER_PROMPT, "").strip(), SHORT_ANSWER_PROMPT, position)
+                          for h in humans)
     questions = [json.loads(line) for line in (out / "eval" / "full" / "world" / "questions.jsonl").open()]
-    assert all(q["text"].startswith(SHORT_ANSWER_PROMPT + "\n") for q in questions)
+    assert all(q["text"] == with_hint(q["text"].replace(SHORT_ANSWER_PROMPT, "").strip(), SHORT_ANSWER_PROMPT,
+                                      position) for q in questions)
     report = (out / "REPORT.md").read_text()
-    assert f"asked with this line above it: *{SHORT_ANSWER_PROMPT}*" in report
+    where = "above" if position == "before" else "under"
+    assert f"asked with this line {where} it: *{SHORT_ANSWER_PROMPT}*" in report
     examples = report.split("## Examples", 1)[1]
     rows = [line for line in examples.splitlines() if line.startswith("| ") and not line.startswith("| question")]
     assert rows and not any(SHORT_ANSWER_PROMPT in row for row in rows)
@@ -175,3 +180,17 @@ def test_default_recipe_two_tokens_lora_and_a_gentle_stage1_from_the_warm_start(
     # The from-scratch LM brings its own recipe: one token per feature, everything tuned, no LoRA.
     scratch1, scratch2 = _recipe_configs(ABLATIONS["scratch_lm"](1.0), s, tmp_path, monkeypatch)
     assert scratch1.projector_tokens == 1 and not scratch2.lora and scratch2.llm_train_layers == 0
+
+
+def test_ablations_option_takes_all_or_a_named_choice_and_names_a_wrong_one(tmp_path, capsys):
+    from vinstruct.cli import main
+    from vinstruct.commands.demo import chosen_ablations
+    from vinstruct.demo.settings import ALL_ABLATIONS
+
+    assert chosen_ablations("all") == ALL_ABLATIONS
+    assert chosen_ablations("scratch_lm, no_stage1") == ("no_stage1", "scratch_lm")  # the report's order
+    assert main(["demo", "--size", "tiny", "--out", str(tmp_path / "d"), "--ablations", "no_stage1,stage3"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown ablation 'stage3'" in err and "no_stage1, caption_only" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()  # refused before anything was written
+

@@ -21,6 +21,8 @@ Sizes: default (about 25 minutes on 2 CPU cores with native bf16), quick (about 
 
 
 def configure(parser) -> None:
+    from vinstruct.demo.settings import ALL_ABLATIONS
+
     parser.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     parser.add_argument("--quick", action="store_true", help="the smaller demo (same as --size quick)")
     parser.add_argument("--size", choices=("default", "quick", "tiny"), default=None,
@@ -32,14 +34,30 @@ def configure(parser) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                         help="arithmetic of training and evaluation (default: the size's setting; auto = bf16 where "
                              "the CPU or GPU multiplies bf16 natively, e.g. AMX or AVX-512 BF16, else fp32)")
-    parser.add_argument("--ablations", action="store_true",
-                        help="also train and evaluate the ablations (no stage 1, caption-only data, from-scratch LM, "
-                             "no projector warm start, linear projector, last vision layer): about 8 more minutes "
-                             "each at the default size")
+    parser.add_argument("--ablations", nargs="?", const="all", default=None, metavar="NAMES",
+                        help="also train and evaluate ablations: all of them with no value, or a comma-separated "
+                             "choice of " + ", ".join(ALL_ABLATIONS) + " (no stage 1, caption-only stage-2 data, "
+                             "the from-scratch LM, no projector warm start, linear projector, last vision layer); "
+                             "about 8 more minutes each at the default size")
     parser.add_argument("--no-ablations", action="store_true", help=argparse.SUPPRESS)  # older scripts pass it; no ablations is the default
     parser.add_argument("--ablation-scale", type=float, default=None, metavar="F",
                         help="ablations train this fraction of the full recipe's steps (default 1: as long as the "
                              "full recipe); below 1 the full recipe is also trained that long, as their reference")
+
+
+def chosen_ablations(value: str) -> tuple[str, ...]:
+    """`--ablations` with no value (all) or NAME[,NAME...], in the order the report lists them."""
+    from vinstruct.demo.settings import ALL_ABLATIONS
+    from vinstruct.errors import VinstructError
+
+    if value == "all":
+        return ALL_ABLATIONS
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL_ABLATIONS]
+    if unknown or not names:
+        raise VinstructError(f"--ablations: unknown ablation {', '.join(map(repr, unknown)) or repr(value)}; "
+                             f"expected 'all' or a comma-separated choice of {', '.join(ALL_ABLATIONS)}")
+    return tuple(n for n in ALL_ABLATIONS if n in names)
 
 
 def run(args) -> int:
@@ -61,9 +79,7 @@ def run(args) -> int:
             raise VinstructError(f"--ablation-scale must be in (0, 1], got {args.ablation_scale}")
         settings = dataclasses.replace(settings, ablation_scale=args.ablation_scale)
     if args.ablations and not args.no_ablations:
-        from vinstruct.demo.settings import ALL_ABLATIONS
-
-        settings = dataclasses.replace(settings, ablations=ALL_ABLATIONS)
+        settings = dataclasses.replace(settings, ablations=chosen_ablations(args.ablations))
     report = run_demo(args.out, settings)
     print(f"report: {report}")
     return 0
