@@ -194,3 +194,36 @@ def test_ablations_option_takes_all_or_a_named_choice_and_names_a_wrong_one(tmp_
     assert "unknown ablation 'stage3'" in err and "no_stage1, caption_only" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()  # refused before anything was written
 
+
+
+def test_bootstrapping_again_keeps_the_converted_lm_and_the_warm_projector(tmp_path, monkeypatch):
+    """Adding the from-scratch-LM ablation to a finished demo re-runs the bootstrap step: it replaces the
+    encoders it trains and nothing else of base/ (the converted pretrained LM, the warm-started projector)."""
+    import dataclasses
+
+    import vinstruct.bootstrap.run
+    from vinstruct.demo.pipeline import DemoPaths, make_base_models
+    from vinstruct.demo.settings import preset
+
+    paths = DemoPaths(tmp_path)
+    for kept in (paths.packaged_lm / "config.json", paths.warm_projector):
+        kept.parent.mkdir(parents=True)
+        kept.write_text("kept")
+    (paths.base / "vision").mkdir()
+    (paths.base / "vision" / "old.bin").write_text("old")
+
+    def fake_bootstrap(world, out, settings, overwrite, say):
+        assert settings.train_lm
+        for name in ("vision", "llm"):
+            (Path(out) / name).mkdir(parents=True)
+            (Path(out) / name / "config.json").write_text(name)
+        (Path(out) / "bootstrap_log.json").write_text("{}")
+        return {"vision": {"retrieval": {}, "probe": {}}, "llm": {"perplexity_val": 1.0}, "wall_seconds": 1.0}
+
+    monkeypatch.setattr(vinstruct.bootstrap.run, "run_bootstrap", fake_bootstrap)
+    settings = dataclasses.replace(preset("default"), ablations=("scratch_lm",))
+    make_base_models(paths, settings, say=lambda _: None)
+    assert (paths.packaged_lm / "config.json").read_text() == "kept" and paths.warm_projector.read_text() == "kept"
+    assert (paths.base / "vision" / "config.json").read_text() == "vision" and not (paths.base / "vision" / "old.bin").exists()
+    assert (paths.base / "llm" / "config.json").is_file() and (paths.base / "bootstrap_log.json").is_file()
+    assert not (tmp_path / ".bootstrap").exists()

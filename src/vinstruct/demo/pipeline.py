@@ -107,13 +107,27 @@ def needs_scratch_lm(s: DemoSettings) -> bool:
 def make_base_models(paths: DemoPaths, s: DemoSettings, say) -> dict:
     import dataclasses
 
-    from vinstruct.bootstrap.run import BootstrapSettings, run_bootstrap
+    import shutil
+
+    from vinstruct.bootstrap.run import LOG_NAME as BOOTSTRAP_LOG, BootstrapSettings, run_bootstrap
 
     # The from-scratch LM (about a minute) is trained only when a model of this run is built on it.
     settings = BootstrapSettings(seed=s.seed, train_lm=needs_scratch_lm(s), probe_pool=s.pool)
     settings.clip = dataclasses.replace(settings.clip, steps=s.clip_steps)
     settings.lm = dataclasses.replace(settings.lm, steps=s.lm_steps)
-    report = run_bootstrap(paths.world, paths.base, settings, overwrite=True, say=say)
+    # run_bootstrap replaces the directory it writes, and base/ also holds the converted pretrained LM and
+    # the warm-started projector (a later `--ablations scratch_lm` re-runs this step): it writes beside
+    # base/, and only its own entries are moved in, its log last (the step's mark of completion).
+    staging = paths.out / ".bootstrap"
+    report = run_bootstrap(paths.world, staging, settings, overwrite=True, say=say)
+    paths.base.mkdir(parents=True, exist_ok=True)
+    for name in ("vision", "llm", BOOTSTRAP_LOG):
+        target = paths.base / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        if (staging / name).exists():
+            os.replace(staging / name, target)
+    shutil.rmtree(staging, ignore_errors=True)
     vision, llm = report["vision"], report["llm"]
     return {"vision": {"retrieval": vision["retrieval"], "probe": vision["probe"]},
             "llm": llm and {"perplexity_val": llm["perplexity_val"], "text_qa_val": llm.get("text_qa_val")},
