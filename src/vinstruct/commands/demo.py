@@ -38,7 +38,8 @@ def configure(parser) -> None:
                         help="also train and evaluate ablations: all of them with no value, or a comma-separated "
                              "choice of " + ", ".join(ALL_ABLATIONS) + " (no stage 1, caption-only stage-2 data, "
                              "the from-scratch LM, no projector warm start, linear projector, last vision layer); "
-                             "about 8 more minutes each at the default size")
+                             "5 to 12 more minutes each at the default size (a stage 2 of their own, plus stage 1 "
+                             "where the ablation changes it)")
     parser.add_argument("--no-ablations", action="store_true", help=argparse.SUPPRESS)  # older scripts pass it; no ablations is the default
     parser.add_argument("--ablation-scale", type=float, default=None, metavar="F",
                         help="ablations train this fraction of the full recipe's steps (default 1: as long as the "

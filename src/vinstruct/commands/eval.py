@@ -56,7 +56,7 @@ def _common(parser) -> None:
                              'a single word or phrase." (LLaVA-1.5\'s short-answer prompt)')
     parser.add_argument("--answer-hint-position", choices=("after", "before"), default="after",
                         help="where the --answer-hint line goes: after the question (default, LLaVA-1.5) or "
-                             "before it (as the demo's VQA data teach it)")
+                             "before it (for a model trained that way, e.g. a demo run with hint_position before)")
 
 
 def configure(parser) -> None:

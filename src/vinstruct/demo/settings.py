@@ -5,9 +5,9 @@ smaller run (about 8 minutes), "tiny" a smoke-sized run for the test suite.
 
 The base LM is the pretrained SmolLM2-135M-Instruct that a pip package ships ("packaged")
 or, for the tiny size and the ablation, the small Llama bootstrapped from scratch on the
-world ("scratch"). The two need different recipes: the pretrained LM is tuned briefly at a
-small learning rate, its top layers only (see docs/results/demo_quality.md for the numbers
-behind each choice); the from-scratch LM is trained whole at a large one.
+world ("scratch"). The two need different recipes: the pretrained LM reads two tokens per image
+region and is tuned through LoRA adapters on every linear layer (see docs/results/demo_quality.md
+for the numbers behind each choice); the from-scratch LM is trained whole at a large learning rate.
 """
 
 from __future__ import annotations
