@@ -128,3 +128,33 @@ def test_projector_choices_build_and_run(tiny_parts, projector, color_images):
     features = model.encode_images(model.image_processor.load([color_images / "red.png"]))
     assert features.shape == (1, model.num_image_tokens, model.llm.config.hidden_size)
     assert model.num_image_tokens == 1 + 2 * 2  # CLS + a 4x4 patch grid pooled by 2
+
+
+def test_a_full_disk_while_saving_is_one_line_and_leaves_no_half_written_model(tiny_model, tmp_path, monkeypatch,
+                                                                                capsys):
+    import errno
+
+    import safetensors
+
+    import vinstruct.model.weights
+    from vinstruct.cli import main
+    from vinstruct.errors import VinstructError
+    from vinstruct.model.io import save_model
+
+    def full_disk(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(vinstruct.model.weights, "save_file", full_disk)
+    with pytest.raises(VinstructError, match=r"could not write the weights \(model.safetensors\): .*No space left"):
+        save_model(tiny_model, tmp_path / "model")
+    assert not (tmp_path / "model").exists() and not list(tmp_path.iterdir())  # the temp directory is gone too
+
+    def no_space(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "data.json"))
+
+    import vinstruct.commands.info as info
+
+    monkeypatch.setattr(info, "run", no_space)
+    assert main(["info", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path / 'data.json'}: No space left on device"

@@ -8,6 +8,7 @@ Each subcommand lives in its own module exposing `configure(parser)` and
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -84,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except VinstructError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A full disk is the machine's state, not a bug: one line, and the writes are atomic, so a re-run
+        # (with space freed) resumes where this one stopped.
+        print(f"error: {err.filename or 'writing'}: {err.strerror}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from vinstruct.errors import VinstructError
@@ -43,7 +43,11 @@ def write_weights(tensors: dict[str, torch.Tensor], directory: Path, aliases: di
     split = split_torch_state_dict_into_shards(tensors, max_shard_size=max_shard_size,
                                                filename_pattern="model{suffix}.safetensors")
     for filename, names in split.filename_to_tensors.items():
-        save_file({n: tensors[n] for n in names}, str(directory / filename), metadata=metadata)
+        try:
+            save_file({n: tensors[n] for n in names}, str(directory / filename), metadata=metadata)
+        except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error type
+            raise VinstructError(f"{directory.parent}: could not write the weights ({filename}): "
+                                 f"{' '.join(str(err).split())}") from err
     if split.is_sharded:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values()),
                               "aliases": aliases or {}},
