@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vinstruct.data.templates import HINT_POSITIONS
 from vinstruct.errors import VinstructError
 from vinstruct.eval.suites import SUITES, build_questions
 
@@ -54,7 +55,7 @@ def _common(parser) -> None:
                         help='world, pope: a line added to each question (under it unless --answer-hint-position before), '
                              'e.g. "Answer the question using '
                              'a single word or phrase." (LLaVA-1.5\'s short-answer prompt)')
-    parser.add_argument("--answer-hint-position", choices=("after", "before"), default="after",
+    parser.add_argument("--answer-hint-position", choices=HINT_POSITIONS, default="after",
                         help="where the --answer-hint line goes: after the question (default, LLaVA-1.5) or "
                              "before it (for a model trained that way, e.g. a demo run with hint_position before)")
 

@@ -37,8 +37,8 @@ def skip_input_casts(model) -> int:
 
     Under bf16 autocast the adapters' fp32 weights are multiplied in bf16 anyway, so peft's cast
     of a bf16 activation to fp32 is undone at once by autocast: the result is bit-identical, and
-    the two full-size activation copies per adapted layer are pure cost (about 5-25 % of a CPU
-    LoRA step on the demo's 135 M LM). Only for training under autocast: without it the cast is
+    the two full-size activation copies per adapted layer are pure cost (about 5 % of a CPU LoRA
+    micro-batch on the demo's 135 M LM, measured). Only for training under autocast: without it the cast is
     what makes an fp32 adapter accept a bf16 activation.
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
