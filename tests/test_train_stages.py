@@ -138,3 +138,22 @@ def test_release_free_memory_runs_here():
 
     assert release_free_memory() in (True, False)
     assert release_free_memory() is release_free_memory()  # the library is looked up once, the answer stable
+
+
+@pytest.mark.parametrize("flags, fast", [({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, True),
+                                         ({"avx512f", "avx512_bf16"}, False),  # measured slower than fp32
+                                         (set(), False)])
+def test_bf16_counts_as_fast_on_a_cpu_only_with_amx(monkeypatch, flags, fast):
+    import vinstruct.machine as machine
+    from vinstruct.demo.settings import preset, resolved_precision
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
+    assert machine.bf16_is_fast("cpu") is (fast and torch.backends.mkldnn.is_available())
+    assert resolved_precision(preset("default")) == ("bf16" if machine.bf16_is_fast("cpu") else "fp32")
+
+
+def test_cpu_flags_reads_this_machine():
+    from vinstruct.machine import cpu_flags
+
+    flags = cpu_flags()
+    assert isinstance(flags, set) and all(" " not in f for f in flags)

@@ -33,7 +33,7 @@ def configure(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 2)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                         help="arithmetic of training and evaluation (default: the size's setting; auto = bf16 where "
-                             "the CPU or GPU multiplies bf16 natively, e.g. AMX or AVX-512 BF16, else fp32)")
+                             "the CPU or GPU multiplies bf16 natively, e.g. AMX, else fp32)")
     parser.add_argument("--ablations", nargs="?", const="all", default=None, metavar="NAMES",
                         help="also train and evaluate ablations: all of them with no value, or a comma-separated "
                              "choice of " + ", ".join(ALL_ABLATIONS) + " (no stage 1, caption-only stage-2 data, "
