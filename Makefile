@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make setup       create .venv and install pinned dependencies"
 	@echo "make demo        run the whole method on the embedded shapes world (runs/demo/REPORT.md)"
-	@echo "make demo-quick  a smaller demo (about 8 minutes)"
+	@echo "make demo-quick  a smaller demo (8 to 11 minutes)"
 	@echo "make demo-ablations  make demo, then its ablations (5 to 12 minutes each)"
 	@echo "make test        run the test suite"
 	@echo "make bench       run the benchmarks (results in docs/RESULTS.md)"

@@ -22,7 +22,7 @@ STEPS = ["world", "bootstrap", "data", "train_full", "eval_full", "chat", "train
 
 def _demo(out: Path) -> subprocess.CompletedProcess:
     # Ablations at half the budget, so that the same-budget reference is trained too; bf16 as the
-    # default and quick sizes run on a CPU with native bf16 (the tiny size's own setting is fp32).
+    # default and quick sizes run on a CPU with AMX (the tiny size's own setting is fp32).
     return subprocess.run([sys.executable, "-m", "vinstruct", "demo", "--quick", "--size", "tiny", "--out", str(out),
                            "--ablations", "--ablation-scale", "0.5", "--precision", "bf16"],
                           capture_output=True, text=True, timeout=600)

@@ -1,7 +1,7 @@
 """Sizes of the end-to-end demo: how big a world, how long each stage trains.
 
-"default" is what `make demo` runs (about 25 minutes on 2 CPU cores with native bf16), "quick" a
-smaller run (about 8 minutes), "tiny" a smoke-sized run for the test suite.
+"default" is what `make demo` runs (about 25 minutes on 2 CPU cores with AMX, 35 without), "quick" a
+smaller run (8 to 11 minutes), "tiny" a smoke-sized run for the test suite.
 
 The base LM is the pretrained SmolLM2-135M-Instruct that a pip package ships ("packaged")
 or, for the tiny size and the ablation, the small Llama bootstrapped from scratch on the
@@ -108,7 +108,7 @@ ALL_ABLATIONS = ("no_stage1", "caption_only", "scratch_lm", "no_warm_start", "li
 
 PRESETS = {
     "default": DemoSettings(name="default", images=2000),
-    "quick": DemoSettings(name="quick", images=600, stage2_micro_batch=16, clip_steps=250, lm_steps=200, stage1_steps=20, stage2_steps=8,
+    "quick": DemoSettings(name="quick", images=600, clip_steps=250, lm_steps=200, stage1_steps=20, stage2_steps=8,
                           stage2_instruct=60, stage2_sqa=60, eval_images=30, pope_images=20, bench_images=4),
     # Smoke size for the test suite: every step runs, nothing is expected to be learnt. The bootstrapped
     # LM keeps it fast and needs no package.
