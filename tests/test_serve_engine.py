@@ -287,12 +287,19 @@ def test_freed_memory_is_handed_back_each_time_the_engine_goes_idle_and_not_whil
             return original_step()
 
         engine.decoder.step = step
+
+        def trims_reach(count):  # the trim follows the result on the engine's thread, a moment later
+            for _ in range(1000):
+                if len(trims) >= count:
+                    return
+                threading.Event().wait(0.01)
+
+        # Each request is sent once the engine has gone idle after the one before: a request already
+        # waiting when the previous one ends rightly keeps the engine from trimming in between.
         engine.submit(ids, pixels, SamplingParams(max_new_tokens=6)).result()
+        trims_reach(1)
         engine.submit(ids, pixels, SamplingParams(max_new_tokens=6)).result()
-        for _ in range(1000):  # the second trim follows the second result
-            if len(trims) >= 2:
-                break
-            threading.Event().wait(0.01)
+        trims_reach(2)
     assert len(trims) == 2  # once after each request, none at start-up
     assert busy_when_trimmed == [0] * 5 + [1] * 5  # never while a request was decoding
 
