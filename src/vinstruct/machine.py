@@ -10,11 +10,7 @@ from pathlib import Path
 
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux), else the platform's processor or architecture name."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def bf16_is_fast(device: str = "cpu") -> bool:
@@ -32,11 +28,16 @@ def bf16_is_fast(device: str = "cpu") -> bool:
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    return set((_cpuinfo_field("flags") or "").split())
+
+
+def _cpuinfo_field(key: str) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with `key` (Linux), None where there is none."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    return None
 
 
 def available_memory(device) -> int | None:
