@@ -131,34 +131,42 @@ def decode_row(ours, theirs, batch: int, repeats: int, dtype: torch.dtype) -> di
 
 # What the tables rest on (measured with the demo-size LM, fp32, 2 threads, on the machine in RESULTS.md).
 ABOUT = [
-    "How the engine gets its speed, and what bounds it at batch 1. For Llama-family LMs the engine runs its own "
-    "forward (`vinstruct/model/lean_forward.py`): transformers' operations in the same order on the same weights "
-    "(its logits equal the transformers forward's bit for bit in tests/test_lean_forward.py, fp32 and bf16, "
-    "Llama and Qwen2), without the per-layer module calls, keyword plumbing, mask building and cache "
-    "bookkeeping, keys and values written straight into the engine's slots. At the demo size and batch 1 a "
-    "token still costs about 40-50 ms here, of which the matrix products alone (the same products, run in a "
-    "loop with nothing else) take about 26 ms: the weights are 538 MB in fp32 and this machine streams them "
-    "into matrix-vector products at about 16.5 GB/s, near the 18.6 GB/s a plain sum over the same bytes "
-    "reaches. transformers `generate` takes about 57-70 ms a token, so 1.5x would leave under 12 ms a token "
-    "for 30 layers of norms, rotary, cache writes and attention — about 25 operations per layer at a few "
-    "microseconds of dispatch each. Compiling each layer with `torch.compile` (inductor, C++) measured 40 ms a "
-    "token against 45 ms eager, after 33 s of compilation, so it is not used. A cheaper dtype (bf16, "
-    "about 2x fewer bytes) changes the tokens; it is measured as its own row, on both sides.",
+    "How the engine gets its speed. For Llama-family LMs the engine runs its own forward "
+    "(`vinstruct/model/lean_forward.py`): transformers' operations in the same order on the same weights, "
+    "without the per-layer module calls, keyword plumbing, mask building and cache bookkeeping, keys and values "
+    "written straight into the engine's slots. At batch 1 a token's cost is mostly reading the weights (538 MB "
+    "in fp32 at the demo size). transformers' `F.linear` multiplies through the BLAS torch ships (MKL); on the "
+    "AMD EPYC measured here it ran a one-row product on one thread at about 10 GB/s, where a plain sum over "
+    "the same bytes reads 26-55 GB/s, and at 64 rows it was 2x slower than oneDNN. So on a CPU in float32 the "
+    "engine runs its larger products (weights of 1 MiB or more) through oneDNN, which torch also ships, and "
+    "multiplies by q|k|v and gate|up as one matrix each (stacked copies, made once per model: 121 product "
+    "calls a token instead of 211). Its logits then differ from transformers' in the last bits (summation "
+    "order), so the greedy tokens are compared, not the logits; `kernel=\"aten\"` keeps transformers' kernels "
+    "and its logits bit for bit (tests/test_lean_forward.py). Small weights stay on MKL: oneDNN's fixed cost "
+    "of ~20 us a call is 7x MKL's on a 128 x 128 product. On an Intel Xeon measured earlier, MKL's one-row "
+    "product already streamed at 16.5 GB/s, so there the gain is smaller.",
+    "",
+    "bf16 rows: batching itself changes bf16 results on both sides (another product shape and kernel blocking, "
+    "padding in transformers), so at batch 8 some replies differ from the same prompt decoded alone — ours and "
+    "transformers' alike (checked: at batch 1 ours equals transformers' on every prompt). fp32 leaves no such "
+    "near-ties in these prompts.",
     "",
 ]
 
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise")
 
 
 def profile_row(ours, theirs) -> str:
-    """Where the time goes at batch 1: CPU time of each side under torch.profiler, and its share in
-    matrix products (the same products with the same kernels on both sides)."""
+    """Where the time goes at batch 1: CPU time per generated token of each side under torch.profiler, in
+    matrix products and in everything else."""
     from torch.profiler import ProfilerActivity, profile
 
     ids, pixels = prompts(ours, 1)
-    runs = {"ours": lambda: ours.generate(ids, pixels, max_new_tokens=16, eos_token_ids=[]),
-            "theirs": lambda: theirs.generate(input_ids=torch.tensor(ids), pixel_values=pixels, max_new_tokens=16,
-                                              min_new_tokens=16, do_sample=False, pad_token_id=0)}
+    new_tokens = 16
+    runs = {"ours": lambda: ours.generate(ids, pixels, max_new_tokens=new_tokens, eos_token_ids=[]),
+            "theirs": lambda: theirs.generate(input_ids=torch.tensor(ids), pixel_values=pixels,
+                                              max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                              do_sample=False, pad_token_id=0)}
     totals, matmul = {}, {}
     for name, run in runs.items():
         with torch.inference_mode():
@@ -166,16 +174,13 @@ def profile_row(ours, theirs) -> str:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 run()
         events = prof.key_averages()
-        totals[name] = sum(e.self_cpu_time_total for e in events)
-        matmul[name] = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
-    bound = totals["theirs"] / matmul["ours"]
+        totals[name] = sum(e.self_cpu_time_total for e in events) / 1000 / new_tokens
+        matmul[name] = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / 1000 / new_tokens
     # The profiler charges a fixed cost to every operation it records, so the side with more, smaller
-    # operations looks heavier here than its wall time says; the matrix products' share is what matters.
-    return (f"Profile at batch 1 (fp32, 16 new tokens, torch.profiler): matrix products are "
-            f"{100 * matmul['ours'] / totals['ours']:.0f} % of vinstruct's profiled CPU time and "
-            f"{100 * matmul['theirs'] / totals['theirs']:.0f} % of transformers'. Both run the same matrix "
-            f"products with the same kernels, so even with every other operation removed the speed-up over "
-            f"transformers could not pass about {bound:.2f}x at this size and dtype.")
+    # operations looks heavier here than its wall time says.
+    return (f"Profile at batch 1 (fp32, {new_tokens} new tokens and the prefill, torch.profiler, CPU ms per new "
+            f"token): vinstruct {totals['ours']:.1f} ms, of which matrix products {matmul['ours']:.1f} ms; "
+            f"transformers {totals['theirs']:.1f} ms, of which matrix products {matmul['theirs']:.1f} ms.")
 
 
 def measure(size: str, args, tmp: Path) -> list[str]:

@@ -2,11 +2,13 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from vinstruct.model.decoding import Decoder, Sequence
-from vinstruct.model.lean_forward import LeanForward, unsupported_reason
+from vinstruct.model.lean_forward import LeanForward, onednn_usable, unsupported_reason
 from vinstruct.model.sampling import RowState, SamplingParams
+from vinstruct.model.slots import SlotCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,7 +28,7 @@ def _qwen2_like(llm):
     return qwen.eval()
 
 
-def _logits_of_a_session(model, lean: bool) -> list[torch.Tensor]:
+def _logits_of_a_session(model, lean: bool, kernel: str = "aten") -> list[torch.Tensor]:
     """Every logits row the engine computes while two prompts prefill together, decode, a third joins the
     running batch (unequal lengths: the general scatter and mask), then one is left alone (the one-row path)."""
     tok = model.tokenizer
@@ -34,8 +36,11 @@ def _logits_of_a_session(model, lean: bool) -> list[torch.Tensor]:
                tok("hi", add_special_tokens=False)["input_ids"],
                tok("what shape is at the top left of the picture?", add_special_tokens=False)["input_ids"]]
     recorded = []
-    decoder = Decoder(model, max_batch_size=4, kv_tokens=4096, eos_ids=[], pad_id=0, lean=lean)
+    decoder = Decoder(model, max_batch_size=4, kv_tokens=4096, eos_ids=[], pad_id=0, lean=lean, kernel=kernel)
     assert (decoder.lean is not None) == lean
+    if lean and kernel == "onednn":  # the tiny model's weights are all below the size where oneDNN is used
+        decoder.lean = LeanForward(model.llm, "onednn", onednn_min_bytes=0)
+        assert all(f is not F.linear for f in decoder.lean._fast) and decoder.lean.fused
     advance = decoder._advance
     decoder._advance = lambda first, logits: (recorded.append(logits.clone()), advance(first, logits))[1]
 
@@ -66,6 +71,69 @@ def test_lean_logits_equal_the_transformers_forward_bit_for_bit(tiny_model, dtyp
     for a, b in zip(lean, plain):
         assert a.shape == b.shape
         assert torch.equal(a, b)
+
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_onednn_products_give_the_transformers_logits_to_rounding_and_the_same_tokens(tiny_model, arch):
+    model = tiny_model.eval()
+    if arch == "qwen2":
+        model.llm = _qwen2_like(model.llm)  # biased projections: oneDNN must add them
+    fast = _logits_of_a_session(model, lean=True, kernel="onednn")
+    plain = _logits_of_a_session(model, lean=False)
+    assert len(fast) == len(plain) > 8
+    for a, b in zip(fast, plain):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        assert torch.equal(a.argmax(-1), b.argmax(-1))  # the same greedy choices
+
+
+@needs_onednn
+def test_the_engine_chooses_onednn_for_float32_cpu_weights_only(tiny_model):
+    llm = tiny_model.eval().llm
+    assert onednn_usable(llm)
+    assert LeanForward.build(llm).kernel == "onednn"
+    assert LeanForward.build(llm, "aten").kernel == "aten"
+    # Small weights stay on transformers' kernels (oneDNN's per-call cost outweighs its speed there).
+    assert all(f is F.linear for f in LeanForward.build(llm)._fast)
+    assert all(f is not F.linear for f in LeanForward(llm, "onednn", onednn_min_bytes=0)._fast)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        LeanForward.build(llm, "blas")
+    llm.to(torch.bfloat16)
+    assert not onednn_usable(llm)
+    assert LeanForward.build(llm).kernel == "aten"
+
+
+def _logits_of_one_prompt(model, decoder: Decoder) -> list[torch.Tensor]:
+    ids = model.tokenizer("a red circle and a blue square", add_special_tokens=False)["input_ids"]
+    recorded = []
+    advance = decoder._advance
+    decoder._advance = lambda first, logits: (recorded.append(logits.clone()), advance(first, logits))[1]
+    params = SamplingParams(max_new_tokens=4)
+    with torch.inference_mode():
+        decoder.admit([Sequence(list(ids), params, RowState(model.tokenizer, params, set()))])
+        while decoder.rows:
+            decoder.step()
+    return recorded
+
+
+@needs_onednn
+def test_a_model_moved_to_bfloat16_after_the_engine_chose_onednn_decodes_with_exact_kernels(tiny_model):
+    """The kernel is chosen when the engine is built; a pass in another dtype uses transformers' kernels."""
+    model = tiny_model.eval()
+    chosen = Decoder(model, max_batch_size=1, kv_tokens=512, eos_ids=[], pad_id=0)
+    chosen.lean = LeanForward(model.llm, "onednn", onednn_min_bytes=0)
+    exact = Decoder(model, max_batch_size=1, kv_tokens=512, eos_ids=[], pad_id=0, kernel="aten")
+    assert (chosen.lean.kernel, exact.lean.kernel) == ("onednn", "aten")
+    model.to(torch.bfloat16)
+    for decoder in (chosen, exact):
+        decoder.cache = SlotCache(*decoder.cache.geometry, torch.bfloat16, "cpu")
+    a, b = _logits_of_one_prompt(model, chosen), _logits_of_one_prompt(model, exact)
+    assert len(a) == len(b) == 4 and a[0].dtype == torch.bfloat16
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_lean_forward_steps_aside_for_what_it_cannot_vouch_for(tiny_model):

@@ -72,7 +72,7 @@ class Decoder:
     """Sequences in one running batch: `admit` prefills newcomers, `step` advances everyone by a token."""
 
     def __init__(self, model, max_batch_size: int, kv_tokens: int, eos_ids, pad_id: int,
-                 on_finish: Callable[[Sequence], None] | None = None, lean: bool = True):
+                 on_finish: Callable[[Sequence], None] | None = None, lean: bool = True, kernel: str = "auto"):
         self.model = model
         self.llm = model.llm
         self.max_batch_size = max_batch_size
@@ -89,7 +89,9 @@ class Decoder:
         self._keep_last = {"logits_to_keep": 1} if accepts_logits_to_keep(self.llm) else {}
         # The same arithmetic as the transformers forward with far fewer operations per token, where the
         # architecture allows (see lean_forward.py); otherwise the transformers forward.
-        self.lean = LeanForward.build(self.llm) if lean else None
+        # kernel: the lean pass's matrix products ("auto": oneDNN for float32 on a CPU; "aten": transformers'
+        # own kernels, logits bit for bit).
+        self.lean = LeanForward.build(self.llm, kernel) if lean else None
 
     # ---- admission ------------------------------------------------------------------------------
     def check_alone(self, reserve: int) -> None:
