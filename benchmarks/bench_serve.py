@@ -250,6 +250,35 @@ def fourth_turn_ttft(checkpoint, prefix_cache_tokens: int, trials: int, images, 
     return statistics.median(times), cached, prompt_tokens
 
 
+def model_ceiling(checkpoint, clients: int) -> dict:
+    """What batching can gain from the model's own work, measured in this process without HTTP: a request's
+    prefill (its image and prompt, as the clients send them) and its MAX_TOKENS decode steps, alone and in a
+    batch of `clients`. Prefill is compute: batching does not shrink it, so it bounds the speed-up."""
+    from vinstruct import load
+    from vinstruct.serve.assistant import Assistant
+    from vinstruct.serve.engine import Engine
+
+    model = load(str(checkpoint))
+    with Assistant(model, Engine(model, max_batch_size=1, prefix_cache_tokens=0)) as assistant:
+        ids = assistant.prompt_ids([("human", "<image>\nquestion 0: what is in the picture?")])
+    image = Image.new("RGB", (64, 48), (37, 91, 53))
+    pixels = model.image_processor([image])
+
+    def run(batch: int, new_tokens: int) -> float:
+        start = time.perf_counter()
+        model.generate([ids] * batch, pixels.expand(batch, *pixels.shape[1:]), max_new_tokens=new_tokens,
+                       eos_token_ids=[])
+        return time.perf_counter() - start
+
+    with torch.inference_mode():
+        run(1, 4)  # warm-up
+        prefill = statistics.median(run(1, 1) for _ in range(5))
+        alone = statistics.median(run(1, MAX_TOKENS) for _ in range(3))
+        batched = statistics.median(run(clients, MAX_TOKENS) for _ in range(3))
+    return {"prompt": len(ids), "prefill": prefill, "alone": alone, "batched": batched / clients,
+            "ceiling": alone / (batched / clients)}
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -381,10 +410,21 @@ def measure(size: str, args, tmp: Path) -> list[str]:
     # The same question (same image, same text) must get the same greedy answer in every mode and round.
     same = all(r["agree"] and all(serial["texts"].get(i, text) == text for i, text in r["texts"].items())
                for r in result.values())
+    print(f"{name}: the model's own ceiling", flush=True)
+    ceilings = {n: model_ceiling(checkpoint, n) for n in CLIENT_COUNTS}
+    c = ceilings[CLIENT_COUNTS[0]]
     lines += [
         "",
         f"Goals: 8 clients >= 4x, 32 clients >= 6x one at a time. Same answers in every mode: "
         f"{'yes' if same else 'NO'}.",
+        "",
+        f"What batching can gain from the model's own work (measured in the benchmark's process, no HTTP): a "
+        f"request ({c['prompt']} prompt tokens with the image, {MAX_TOKENS} new) costs {c['alone'] * 1000:.0f} ms "
+        f"alone, of which {c['prefill'] * 1000:.0f} ms prefill; in a batch it costs "
+        + ", ".join(f"{ceilings[n]['batched'] * 1000:.0f} ms at {n} together" for n in CLIENT_COUNTS)
+        + ". The prefill is computation that batching does not shrink, so no server could pass "
+        + " and ".join(f"{ceilings[n]['ceiling']:.1f}x at {n} clients" for n in CLIENT_COUNTS)
+        + " here, before any HTTP, JSON and image decoding cost.",
         "",
         f"4th turn of a conversation about an image (prompt {prompt_tokens} tokens, {cached} of them reused), "
         f"median time to first token over {args.trials} conversations: prefix reuse **{reuse * 1000:.0f} ms**, "

@@ -174,3 +174,31 @@ def test_lora_wrapped_llm_uses_the_transformers_forward(tiny_model):
     peft_llm = get_peft_model(tiny_model.llm, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     assert unsupported_reason(peft_llm) is not None
     assert unsupported_reason(peft_llm.base_model.model) is not None  # the LoRA layers themselves
+
+
+@needs_onednn
+def test_stacked_copies_are_reused_remade_after_training_and_skipped_when_memory_is_short(tiny_model, monkeypatch):
+    from vinstruct.model import lean_forward
+
+    model = tiny_model.eval()
+    llm = model.llm
+    first = LeanForward(llm, "onednn", onednn_min_bytes=0)
+    again = LeanForward(llm, "onednn", onednn_min_bytes=0)
+    assert first.fused and again.layers[0].gate_up is first.layers[0].gate_up  # made once per model
+
+    with torch.no_grad():  # a training step changes a weight in place
+        llm.model.layers[0].mlp.up_proj.weight.add_(0.5)
+    after = LeanForward(llm, "onednn", onednn_min_bytes=0)
+    inner = llm.model.layers[0].mlp.gate_proj.weight.shape[0]
+    assert after.layers[0].gate_up is not first.layers[0].gate_up
+    assert torch.equal(after.layers[0].gate_up[inner:], llm.model.layers[0].mlp.up_proj.weight)
+    fast = _logits_of_a_session(model, lean=True, kernel="onednn")
+    plain = _logits_of_a_session(model, lean=False)
+    assert all(torch.equal(a.argmax(-1), b.argmax(-1)) for a, b in zip(fast, plain))
+
+    lean_forward.release_stacked_weights(llm)
+    assert llm not in lean_forward._FUSED
+    monkeypatch.setattr("vinstruct.machine.available_memory", lambda device: 1024)  # copies would not fit
+    short = LeanForward(llm, "onednn", onednn_min_bytes=0)
+    assert not short.fused and short.layers[0].qkv is None
+    assert all(f is not F.linear for f in short._fast)  # still oneDNN, product by product

@@ -151,6 +151,12 @@ def _fused_weights(llm, layers) -> list[tuple[torch.Tensor, torch.Tensor | None,
     return fused
 
 
+def release_stacked_weights(llm) -> None:
+    """Free the stacked copies made for `llm` (a training loop that generated for an evaluation calls this:
+    its next step changes the weights, and the copies would only hold memory until the next evaluation)."""
+    _FUSED.pop(llm, None)
+
+
 def _projections(layer) -> list[nn.Linear]:
     """A decoder layer's linear layers, in the order the pass uses them: q, k, v, o, gate, up, down."""
     attn, mlp = layer.self_attn, layer.mlp

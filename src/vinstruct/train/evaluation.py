@@ -22,6 +22,7 @@ import torch
 from vinstruct.data.encoding import EncodingSpec, encode_prompt
 from vinstruct.data.formats import load_questions
 from vinstruct.errors import VinstructError
+from vinstruct.model.lean_forward import release_stacked_weights
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def quick_exact_qa(model, questions_path: str, image_dir: str | None, limit: int
         pixels = model.image_processor.load([root / q["image"]]).to(model.device) if q.get("image") else None
         answer = model.generate([prompt], pixels, max_new_tokens=max_new_tokens)[0].text
         correct += normalize_answer(answer) == normalize_answer(str(q["answer"]))
+    release_stacked_weights(model.llm)  # training goes on: the engine's stacked copies would be stale
     model.train(was_training)
     return {"exact_qa": correct / max(len(questions), 1), "exact_qa_n": len(questions)}
 
