@@ -157,5 +157,6 @@ def test_the_server_uses_every_available_cpu_by_default_and_says_so(tiny_checkpo
             assert torch.get_num_threads() == available_cpus()
             line = assistant.describe()
         assert f"{available_cpus()} CPU threads" in line and "4 sequences" in line and "4096 token slots" in line
+        assert "lean forward" in line and "matrix products" in line
     finally:
         torch.set_num_threads(before)

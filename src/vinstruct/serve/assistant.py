@@ -49,9 +49,17 @@ class Assistant:
         return cls(model, engine, name or Path(model_dir).resolve().name)
 
     def describe(self) -> str:
-        """One line for a startup log: threads, batch and cache bounds."""
+        """One line for a startup log: threads, the forward and its matrix products, batch and cache bounds."""
         e = self.engine
+        lean = e.decoder.lean
+        if lean is None:
+            forward = "the transformers forward"
+        else:
+            products = "oneDNN" if lean.kernel == "onednn" else "transformers'"
+            forward = f"the lean forward with {products} matrix products"
+            forward += ", q|k|v and gate|up stacked" if lean.fused else ""
         return (f"{torch.get_num_threads()} CPU threads (of {available_cpus()} available; --threads to change), "
+                f"{forward}, "
                 f"up to {e.max_batch_size} sequences per step, KV budget {e.kv_tokens} token slots, "
                 f"prefix cache {e.prefix_store.max_tokens} tokens ({round(e.prefix_pool_bytes / 2**20)} MiB, "
                 f"reserved at the first finished reply)")
