@@ -144,7 +144,8 @@ ABOUT = [
     "order), so the greedy tokens are compared, not the logits; `kernel=\"aten\"` keeps transformers' kernels "
     "and its logits bit for bit (tests/test_lean_forward.py). Small weights stay on MKL: oneDNN's fixed cost "
     "of ~20 us a call is 7x MKL's on a 128 x 128 product. On an Intel Xeon measured earlier, MKL's one-row "
-    "product already streamed at 16.5 GB/s, so there the gain is smaller.",
+    "product already streamed at 16.5 GB/s, so the gain there should be smaller (not measured: no such "
+    "machine was at hand for this run).",
     "",
     "bf16 rows: batching itself changes bf16 results on both sides (another product shape and kernel blocking, "
     "padding in transformers), so at batch 8 some replies differ from the same prompt decoded alone — ours and "
