@@ -250,19 +250,17 @@ def fourth_turn_ttft(checkpoint, prefix_cache_tokens: int, trials: int, images, 
     return statistics.median(times), cached, prompt_tokens
 
 
-def model_ceiling(checkpoint, clients: int) -> dict:
+def model_ceilings(checkpoint, client_counts) -> dict:
     """What batching can gain from the model's own work, measured in this process without HTTP: a request's
     prefill (its image and prompt, as the clients send them) and its MAX_TOKENS decode steps, alone and in a
-    batch of `clients`. Prefill is compute: batching does not shrink it, so it bounds the speed-up."""
+    batch of each client count. Prefill is compute: batching does not shrink it, so it bounds the speed-up."""
     from vinstruct import load
-    from vinstruct.serve.assistant import Assistant
-    from vinstruct.serve.engine import Engine
+    from vinstruct.data.encoding import EncodingSpec
+    from vinstruct.serve.conversation import prompt_ids
 
     model = load(str(checkpoint))
-    with Assistant(model, Engine(model, max_batch_size=1, prefix_cache_tokens=0)) as assistant:
-        ids = assistant.prompt_ids([("human", "<image>\nquestion 0: what is in the picture?")])
-    image = Image.new("RGB", (64, 48), (37, 91, 53))
-    pixels = model.image_processor([image])
+    ids = prompt_ids(EncodingSpec.for_model(model), [("human", "<image>\nquestion 0: what is in the picture?")])
+    pixels = model.image_processor([Image.new("RGB", (64, 48), (37, 91, 53))])
 
     def run(batch: int, new_tokens: int) -> float:
         start = time.perf_counter()
@@ -274,9 +272,9 @@ def model_ceiling(checkpoint, clients: int) -> dict:
         run(1, 4)  # warm-up
         prefill = statistics.median(run(1, 1) for _ in range(5))
         alone = statistics.median(run(1, MAX_TOKENS) for _ in range(3))
-        batched = statistics.median(run(clients, MAX_TOKENS) for _ in range(3))
-    return {"prompt": len(ids), "prefill": prefill, "alone": alone, "batched": batched / clients,
-            "ceiling": alone / (batched / clients)}
+        batched = {n: statistics.median(run(n, MAX_TOKENS) for _ in range(3)) / n for n in client_counts}
+    return {"prompt": len(ids), "prefill": prefill, "alone": alone, "batched": batched,
+            "ceiling": {n: alone / cost for n, cost in batched.items()}}
 
 
 def rss_bytes(pid: int) -> int:
@@ -411,8 +409,7 @@ def measure(size: str, args, tmp: Path) -> list[str]:
     same = all(r["agree"] and all(serial["texts"].get(i, text) == text for i, text in r["texts"].items())
                for r in result.values())
     print(f"{name}: the model's own ceiling", flush=True)
-    ceilings = {n: model_ceiling(checkpoint, n) for n in CLIENT_COUNTS}
-    c = ceilings[CLIENT_COUNTS[0]]
+    c = model_ceilings(checkpoint, CLIENT_COUNTS)
     lines += [
         "",
         f"Goals: 8 clients >= 4x, 32 clients >= 6x one at a time. Same answers in every mode: "
@@ -421,9 +418,9 @@ def measure(size: str, args, tmp: Path) -> list[str]:
         f"What batching can gain from the model's own work (measured in the benchmark's process, no HTTP): a "
         f"request ({c['prompt']} prompt tokens with the image, {MAX_TOKENS} new) costs {c['alone'] * 1000:.0f} ms "
         f"alone, of which {c['prefill'] * 1000:.0f} ms prefill; in a batch it costs "
-        + ", ".join(f"{ceilings[n]['batched'] * 1000:.0f} ms at {n} together" for n in CLIENT_COUNTS)
+        + ", ".join(f"{c['batched'][n] * 1000:.0f} ms at {n} together" for n in CLIENT_COUNTS)
         + ". The prefill is computation that batching does not shrink, so no server could pass "
-        + " and ".join(f"{ceilings[n]['ceiling']:.1f}x at {n} clients" for n in CLIENT_COUNTS)
+        + " and ".join(f"{c['ceiling'][n]:.1f}x at {n} clients" for n in CLIENT_COUNTS)
         + " here, before any HTTP, JSON and image decoding cost.",
         "",
         f"4th turn of a conversation about an image (prompt {prompt_tokens} tokens, {cached} of them reused), "

@@ -26,10 +26,10 @@ from transformers' in the last bits (greedy tokens equal in the tests and
 benchmarks), and on the AMD EPYC measured they stream the weights 1.5-2x faster
 at the few rows a decode step has (the BLAS path there ran a one-row product on
 one thread at about 10 GB/s where the memory delivers 50; on an Intel Xeon
-measured before, it already streamed at 16.5 GB/s, so the gain there is smaller). With oneDNN the pass also
-multiplies by q|k|v and by gate|up as one matrix each (a copy made once and kept
-while the weights are unchanged, only where it takes under a quarter of the free
-memory): fewer, larger products, 121 calls a token instead of 211 for a 30-layer
+measured before, it already streamed at 16.5 GB/s, so the gain there is
+smaller). With oneDNN the pass also multiplies by q|k|v and by gate|up as one
+matrix each (a copy made once and kept while the weights are unchanged, only
+where it takes under a quarter of the free memory): fewer, larger products, 121 calls a token instead of 211 for a 30-layer
 LM. `kernel="aten"` keeps transformers' own kernels and its logits bit for bit.
 """
 
@@ -124,11 +124,11 @@ def _fused_weights(llm, layers) -> list[tuple[torch.Tensor, torch.Tensor | None,
 
     parts = []
     for layer in layers:
-        a, m = layer.self_attn, layer.mlp
-        parts += [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, m.gate_proj.weight, m.up_proj.weight]
-        parts += [b for b in (a.q_proj.bias, a.k_proj.bias, a.v_proj.bias) if b is not None]
-        if m.gate_proj.bias is not None or m.up_proj.bias is not None:
-            return None  # Llama's mlp_bias: not stacked (rare; the separate products handle it)
+        q, k, v, _, gate, up, _ = _projections(layer)
+        biases = [p.bias for p in (q, k, v) if p.bias is not None]
+        if gate.bias is not None or up.bias is not None or len(biases) not in (0, 3):
+            return None  # Llama's mlp_bias, or a bias on some of q, k, v only: the separate products handle it
+        parts += [q.weight, k.weight, v.weight, gate.weight, up.weight] + biases
     key = tuple((t.data_ptr(), t._version, t.dtype) for t in parts)
     known = _FUSED.get(llm)
     if known is not None and known[0] == key:
@@ -141,13 +141,9 @@ def _fused_weights(llm, layers) -> list[tuple[torch.Tensor, torch.Tensor | None,
     fused = []
     with torch.no_grad():
         for layer in layers:
-            a, m = layer.self_attn, layer.mlp
-            biases = [a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]
-            qkv_bias = torch.cat(biases) if all(b is not None for b in biases) else None
-            if qkv_bias is None and any(b is not None for b in biases):
-                return None  # a bias on some of q, k, v only: nothing this pass has seen
-            fused.append((torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), qkv_bias,
-                          torch.cat([m.gate_proj.weight, m.up_proj.weight])))
+            q, k, v, _, gate, up, _ = _projections(layer)
+            qkv_bias = torch.cat([q.bias, k.bias, v.bias]) if q.bias is not None else None
+            fused.append((torch.cat([q.weight, k.weight, v.weight]), qkv_bias, torch.cat([gate.weight, up.weight])))
     _FUSED[llm] = (key, fused)
     return fused
 
@@ -201,11 +197,13 @@ class LeanForward:
         self._fast = tuple(_onednn_linear if kernel == "onednn" and b else F.linear for b in big)
         # Stacked q|k|v and gate|up products where oneDNN runs the larger ones (and memory allows).
         fused = _fused_weights(llm, layers) if kernel == "onednn" and big[4] else None
-        self.layers = [_Layer(layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon,
-                              *_projections(layer)[:4], layer.post_attention_layernorm.weight,
-                              layer.post_attention_layernorm.variance_epsilon, *_projections(layer)[4:],
-                              fused[i][:2] if fused else None, fused[i][2] if fused else None)
-                       for i, layer in enumerate(layers)]
+        self.layers = []
+        for i, layer in enumerate(layers):
+            q, k, v, o, gate, up, down = _projections(layer)
+            self.layers.append(_Layer(layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon, q, k, v, o,
+                                      layer.post_attention_layernorm.weight,
+                                      layer.post_attention_layernorm.variance_epsilon, gate, up, down,
+                                      fused[i][:2] if fused else None, fused[i][2] if fused else None))
         self.fused = fused is not None
         self.norm = inner.norm
         self.lm_head = llm.lm_head
